@@ -1,0 +1,19 @@
+// parallel_for over [0, n) with OpenMP's static schedule: each index runs
+// exactly once and the partition depends only on n and the thread count, so a
+// loop whose iterations write disjoint outputs is deterministic. Reductions
+// must not be split across iterations with atomics; reduce per index instead.
+#pragma once
+
+#include <cstdint>
+
+namespace echo {
+
+int num_threads();
+void set_num_threads(int n);  // also sets OpenBLAS's thread count
+
+template <typename F> void parallel_for(int64_t n, F&& f) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) f(i);
+}
+
+}  // namespace echo

@@ -1,0 +1,134 @@
+#include "autograd/tape.h"
+
+#include <unordered_map>
+#include <unordered_set>
+
+namespace echo {
+
+namespace {
+thread_local bool g_grad_enabled = true;
+}
+
+bool grad_enabled() { return g_grad_enabled; }
+NoGrad::NoGrad() : previous_(g_grad_enabled) { g_grad_enabled = false; }
+NoGrad::~NoGrad() { g_grad_enabled = previous_; }
+
+bool any_requires_grad(std::initializer_list<const Tensor*> tensors) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor* t : tensors)
+    if (t && t->defined() && t->requires_grad()) return true;
+  return false;
+}
+bool any_requires_grad(const std::vector<Tensor>& tensors) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor& t : tensors)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+const Tensor& Node::saved(size_t i) const {
+  if (i >= saved_tensors.size())
+    throw std::runtime_error("backward of " + name + ": no saved tensor " + std::to_string(i) +
+                             " (the graph was already freed by an earlier backward?)");
+  const Tensor& t = saved_tensors[i];
+  if (t.defined() && t.version() != saved_versions[i])
+    throw std::runtime_error("backward of " + name + ": saved tensor " + std::to_string(i) + " (" +
+                             t.describe() + ") was modified in place after it was saved");
+  return t;
+}
+
+void Node::release() {
+  inputs.clear();
+  saved_tensors.clear();
+  saved_versions.clear();
+  backward = nullptr;
+}
+
+void record(const std::string& name, const std::vector<Tensor>& inputs,
+            const std::vector<Tensor>& outputs, const std::vector<Tensor>& saved,
+            BackwardFn backward) {
+  auto node = std::make_shared<Node>();
+  node->name = name;
+  node->inputs = inputs;
+  for (const Tensor& o : outputs) {
+    node->outputs.push_back(o.impl_ptr());
+    node->output_shapes.push_back(o.shape());
+    node->output_dtypes.push_back(o.dtype());
+    node->output_devices.push_back(o.device());
+    o.impl()->grad_fn = node;
+    o.impl()->requires_grad = true;
+  }
+  for (const Tensor& s : saved) {
+    node->saved_tensors.push_back(s);
+    node->saved_versions.push_back(s.defined() ? s.version() : 0);
+  }
+  node->backward = std::move(backward);
+}
+
+void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& seeds) {
+  NoGrad no_grad;
+  // Seed the roots' gradient buffers.
+  for (size_t i = 0; i < roots.size(); ++i) {
+    const Tensor& r = roots[i];
+    if (!r.requires_grad())
+      throw std::runtime_error("backward: tensor " + r.describe() + " does not require grad");
+    if (seeds[i].shape() != r.shape())
+      throw std::runtime_error("backward: seed " + seeds[i].describe() + " for " + r.describe());
+    if (!r.grad().defined()) r.impl()->grad = Tensor::zeros(r.shape(), r.dtype(), r.device());
+    r.impl()->grad.add_(seeds[i]);
+  }
+
+  // Reverse topological order by an iterative post-order DFS over nodes.
+  std::vector<Node*> order;
+  std::unordered_set<Node*> visited;
+  std::vector<std::pair<Node*, size_t>> stack;
+  for (const Tensor& r : roots) {
+    Node* n = r.impl()->grad_fn.get();
+    if (!n || visited.count(n)) continue;
+    visited.insert(n);
+    stack.push_back({n, 0});
+    while (!stack.empty()) {
+      auto& [node, next] = stack.back();
+      if (next < node->inputs.size()) {
+        const Tensor& in = node->inputs[next++];
+        Node* child = in.defined() ? in.impl()->grad_fn.get() : nullptr;
+        if (child && !visited.count(child)) {
+          visited.insert(child);
+          stack.push_back({child, 0});
+        }
+      } else {
+        order.push_back(node);
+        stack.pop_back();
+      }
+    }
+  }
+
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    Node* node = *it;
+    if (!node->backward)
+      throw std::runtime_error("backward through " + node->name +
+                               " a second time: the graph is freed after the first backward");
+    std::vector<Tensor> grad_outputs;
+    std::vector<std::shared_ptr<TensorImpl>> alive;
+    for (size_t i = 0; i < node->outputs.size(); ++i) {
+      auto out = node->outputs[i].lock();
+      alive.push_back(out);
+      if (out && out->grad.defined()) grad_outputs.push_back(out->grad);
+      else grad_outputs.push_back(Tensor::zeros(node->output_shapes[i], node->output_dtypes[i], node->output_devices[i]));
+    }
+    std::vector<Tensor> grad_inputs(node->inputs.size());
+    for (size_t i = 0; i < node->inputs.size(); ++i) {
+      const Tensor& in = node->inputs[i];
+      if (!in.defined() || !in.requires_grad()) continue;
+      if (!in.impl()->grad.defined()) in.impl()->grad = Tensor::zeros(in.shape(), in.dtype(), in.device());
+      grad_inputs[i] = in.impl()->grad;
+    }
+    node->backward(*node, grad_outputs, grad_inputs);
+    // Intermediate gradients are not needed once their node has run.
+    for (auto& out : alive)
+      if (out && out->grad_fn && !out->retain_grad) out->grad = Tensor();
+    node->release();
+  }
+}
+
+}  // namespace echo

@@ -1,0 +1,68 @@
+// The tape: one Node per recorded op. A node owns its inputs (strong references,
+// so the graph stays alive as long as an output does), knows its outputs weakly,
+// keeps the tensors its backward needs together with their version at save time,
+// and holds the backward function.
+//
+// Contract of a backward function: it receives one gradient per output (zeros
+// where nothing flowed) and one gradient *buffer* per input: a defined, correctly
+// shaped tensor for every input that requires grad (already holding whatever was
+// accumulated before), undefined otherwise. It must ADD its contribution into
+// those buffers, never overwrite them.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "autograd/tensor.h"
+
+namespace echo {
+
+struct Node;
+using BackwardFn = std::function<void(Node& node, const std::vector<Tensor>& grad_outputs,
+                                      std::vector<Tensor>& grad_inputs)>;
+
+struct Node {
+  std::string name;
+  std::vector<Tensor> inputs;
+  std::vector<std::weak_ptr<TensorImpl>> outputs;
+  std::vector<Shape> output_shapes;
+  std::vector<DType> output_dtypes;
+  std::vector<Device> output_devices;
+  BackwardFn backward;
+
+  // Saved tensors; saved(i) throws if the tensor was written in place since.
+  const Tensor& saved(size_t i) const;
+  std::vector<Tensor> saved_tensors;
+  std::vector<int64_t> saved_versions;
+
+  void release();  // drop everything (after backward)
+};
+
+// True when grad mode is on and any of the tensors requires grad.
+bool any_requires_grad(std::initializer_list<const Tensor*> tensors);
+bool any_requires_grad(const std::vector<Tensor>& tensors);
+bool grad_enabled();
+
+// Records a node: outputs get grad_fn and requires_grad. Call only when
+// any_requires_grad(inputs) is true. Undefined inputs are allowed (optional inputs).
+void record(const std::string& name, const std::vector<Tensor>& inputs,
+            const std::vector<Tensor>& outputs, const std::vector<Tensor>& saved,
+            BackwardFn backward);
+
+// RAII guard that turns recording off (inference, optimizer updates, backward).
+class NoGrad {
+ public:
+  NoGrad();
+  ~NoGrad();
+  NoGrad(const NoGrad&) = delete;
+  NoGrad& operator=(const NoGrad&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// Reverse pass over the graph that produced `roots`, seeded with `seeds`.
+void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& seeds);
+
+}  // namespace echo
