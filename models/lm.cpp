@@ -102,6 +102,21 @@ void LanguageModel::to(Device device) {
   rebuild_registry();
 }
 
+void LanguageModel::set_parameters(const std::vector<Tensor>& tensors) {
+  if (tensors.size() != params_.size())
+    throw std::runtime_error("model.set_parameters: got " + std::to_string(tensors.size()) + " tensors for " +
+                             std::to_string(params_.size()) + " parameters");
+  size_t i = 0;
+  visit_params([&](const std::string& name, Tensor& slot) {
+    const Tensor& t = tensors[i++];
+    if (!t.defined() || t.shape() != slot.shape() || t.dtype() != dtype_ || t.device() != device_)
+      throw std::runtime_error("model.set_parameters: " + name + " must be " + slot.describe() + ", got " +
+                               t.describe());
+    slot = t;
+  });
+  rebuild_registry();
+}
+
 void LanguageModel::zero_grad() {
   for (const auto& p : params_.all()) {
     Tensor t = p.tensor;

@@ -54,6 +54,10 @@ class LanguageModel {
   void to(DType dtype);    // e.g. F64 on the CPU for gradient checks
   void to(Device device);  // CUDA runs f32
   void zero_grad();
+  // Replaces every parameter slot by the given tensors (registry order, same
+  // shapes, the model's dtype and device) without copying: used by gradient
+  // checks that feed fresh leaves. Rebuilds the registry.
+  void set_parameters(const std::vector<Tensor>& tensors);
 
   // tokens [b,T] (i32/i64, any device), mask [b,T] or undefined -> logits [b,T,V].
   Tensor forward(const Tensor& tokens, const Tensor& mask = Tensor());
