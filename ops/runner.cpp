@@ -17,6 +17,7 @@ const std::vector<RunnerOp>& runner_ops() {
   static const std::vector<RunnerOp> ops = {
       runner_op_causal_conv1d(),
       runner_op_gated_rmsnorm(),
+      runner_op_causal_attention(),
       // RUNNER-OPS (one line per op; keep this marker)
   };
   return ops;
