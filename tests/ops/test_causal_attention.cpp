@@ -55,6 +55,31 @@ std::vector<double> ref_attention(const std::vector<double>& q, const std::vecto
     }
   return y;
 }
+// The runner's example inputs pass a float64 gradient check through op.forward
+// (what `echo-lm gradcheck --op` does).
+void gradcheck_runner_example(const RunnerOp& op) {
+  Rng rng(7);
+  OpAttrs attrs;
+  NamedTensors ex = op.example(rng, attrs);
+  std::vector<std::string> names;
+  std::vector<Tensor> inputs;
+  for (const auto& list : {op.inputs, op.optional_inputs})
+    for (const auto& n : list)
+      if (ex.count(n)) {
+        names.push_back(n);
+        inputs.push_back(ex.at(n));
+      }
+  expect_gradcheck(
+      [&](const std::vector<Tensor>& in) {
+        NamedTensors named;
+        for (size_t i = 0; i < in.size(); ++i) named[names[i]] = in[i];
+        auto out = op.forward(named, attrs);
+        std::vector<Tensor> result;
+        for (const auto& o : op.outputs) result.push_back(out.at(o));
+        return result;
+      },
+      inputs, std::vector<bool>(inputs.size(), true), names);
+}
 GradcheckFn attn_fn(double base) {
   return [base](const std::vector<Tensor>& in) {
     return std::vector<Tensor>{causal_attention(in[0], in[1], in[2], base)};
@@ -167,6 +192,7 @@ TEST(CausalAttention, BadShapesThrowNamingTheInput) {
 TEST(CausalAttention, RunnerEntry) {
   const RunnerOp* op = find_runner_op("causal_attention");
   ASSERT_NE(op, nullptr);
+  gradcheck_runner_example(*op);
   EXPECT_EQ(op->inputs, (std::vector<std::string>{"q", "k", "v"}));
   EXPECT_EQ(op->outputs, (std::vector<std::string>{"y"}));
   EXPECT_DOUBLE_EQ(attr({}, *op, "rope_base"), 10000.0);

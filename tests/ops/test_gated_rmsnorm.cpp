@@ -19,6 +19,31 @@ std::vector<double> ref_gated(const std::vector<double>& x, const std::vector<do
   }
   return y;
 }
+// The runner's example inputs pass a float64 gradient check through op.forward
+// (what `echo-lm gradcheck --op` does).
+void gradcheck_runner_example(const RunnerOp& op) {
+  Rng rng(7);
+  OpAttrs attrs;
+  NamedTensors ex = op.example(rng, attrs);
+  std::vector<std::string> names;
+  std::vector<Tensor> inputs;
+  for (const auto& list : {op.inputs, op.optional_inputs})
+    for (const auto& n : list)
+      if (ex.count(n)) {
+        names.push_back(n);
+        inputs.push_back(ex.at(n));
+      }
+  expect_gradcheck(
+      [&](const std::vector<Tensor>& in) {
+        NamedTensors named;
+        for (size_t i = 0; i < in.size(); ++i) named[names[i]] = in[i];
+        auto out = op.forward(named, attrs);
+        std::vector<Tensor> result;
+        for (const auto& o : op.outputs) result.push_back(out.at(o));
+        return result;
+      },
+      inputs, std::vector<bool>(inputs.size(), true), names);
+}
 GradcheckFn gated_fn(double eps) {
   return [eps](const std::vector<Tensor>& in) { return std::vector<Tensor>{gated_rmsnorm(in[0], in[1], in[2], eps)}; };
 }
@@ -72,6 +97,7 @@ TEST(GatedRmsnorm, BadShapesThrowNamingTheInput) {
 TEST(GatedRmsnorm, RunnerEntry) {
   const RunnerOp* op = find_runner_op("gated_rmsnorm");
   ASSERT_NE(op, nullptr);
+  gradcheck_runner_example(*op);
   EXPECT_EQ(op->inputs, (std::vector<std::string>{"x", "z", "w"}));
   EXPECT_EQ(op->outputs, (std::vector<std::string>{"y"}));
   EXPECT_DOUBLE_EQ(attr({}, *op, "eps"), 1e-5);
