@@ -127,7 +127,7 @@ TEST(ModelParams, Echo50mNamesShapesAndCount) {
   EXPECT_EQ(s.count("layers.3.mixer.filter_coef"), 0u);  // power filter
   EXPECT_EQ(s.count("layers.3.mixer.w_beta.weight"), 0u);  // no write gate
   EXPECT_EQ(s.count("layers.4.mixer.w_k.weight"), 0u);    // layer 4 is M
-  EXPECT_EQ(s.size(), 1u + 12 * 14 + 4 * 12 + 1);
+  EXPECT_EQ(s.size(), 1u + 13 * 14 + 3 * 12 + 1);  // 13 M layers, 3 S layers
   const int64_t n = m.num_params();
   EXPECT_GE(n, 45000000) << "echo-50m has " << n << " parameters";
   EXPECT_LE(n, 55000000) << "echo-50m has " << n << " parameters";
