@@ -100,7 +100,7 @@ TEST(GradClip, CudaMatchesCpu) {
     ac.set_grad(g.to(Device::CUDA));
     std::vector<ParamRef> cpu{{"a", a, true}}, gpu{{"a", ac, true}};
     const double norm = global_grad_norm(cpu);
-    EXPECT_NEAR(global_grad_norm(gpu), norm, 1e-12 * norm) << n;
+    EXPECT_NEAR(global_grad_norm(gpu), norm, 1e-10 * norm) << n;  // double sums, another order
     EXPECT_TRUE(grads_finite(gpu)) << n;
     scale_grads(gpu, 0.25);
     EXPECT_NEAR(global_grad_norm(gpu), 0.25 * norm, 1e-6 * norm) << n;
