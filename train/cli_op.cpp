@@ -77,9 +77,13 @@ bool run_gradcheck_command(const GradcheckArgs& a) {
   for (const RunnerOp* op : ops) {
     OpAttrs attrs;
     GradcheckResult r = gradcheck_op(*op, a.seed, a.options, &attrs);
-    std::printf("gradcheck %s (float64, seed %llu, eps %g, tolerance %g", op->name.c_str(),
+    std::printf("gradcheck %s (float64, seed %llu, step %g, tolerance %g", op->name.c_str(),
                 static_cast<unsigned long long>(a.seed), a.options.eps, a.options.tolerance);
-    for (const auto& [k, v] : attrs) std::printf(", %s = %g", k.c_str(), v);
+    const char* sep = "; attributes: ";
+    for (const auto& [k, v] : attrs) {
+      std::printf("%s%s = %g", sep, k.c_str(), v);
+      sep = ", ";
+    }
     std::printf(")\n");
     for (const auto& in : r.inputs)
       std::printf("  %-28s max_rel_error %.3e  max_abs_error %.3e  (%lld elements)%s\n", in.name.c_str(),
