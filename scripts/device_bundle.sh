@@ -82,7 +82,7 @@ cat > "$stage/run" <<'WRAP'
 #!/usr/bin/env bash
 # run BIN [ARGS...]: one of the bundle's programs, with the bundle's libraries first.
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cuda_libs=/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib
+cuda_libs=/usr/local/cuda/lib64:/usr/local/cuda/lib:/usr/local/cuda/targets/x86_64-linux/lib
 export LD_LIBRARY_PATH="$here/lib:$cuda_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export ECHO_BIN="$here/bin/echo-lm"
 prog="$1"
