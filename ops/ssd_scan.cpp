@@ -22,6 +22,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <vector>
 
 #include "autograd/random.h"
@@ -101,6 +103,7 @@ __attribute__((always_inline)) inline void gemm_acc_body(int64_t m, int64_t n, i
         Real acc[kRows][kCols] = {};
         for (int64_t k = k_lo; k < k_hi; ++k) {
           const Real* bk = b + k * ldb + j0;
+#pragma GCC unroll 4
           for (int r = 0; r < kRows; ++r) {
             const Real ar = a[(i0 + r) * a_row + k * a_col];
 #pragma omp simd
@@ -153,6 +156,61 @@ inline void gemm_acc(int64_t m, int64_t n, int64_t k, const double* a, int64_t a
   gemm_acc_f64(m, n, k, a, a_row, a_col, b, ldb, out, ldo, band, lower_out);
 }
 
+// exp over a contiguous array, in a form the compiler vectorises (the libm call
+// does not, and the Q²/2 decays per chunk and head would otherwise cost as much
+// as the matrix products). exp(x) = 2ⁿ·exp(r) with n = round(x·log₂e) and
+// r = x − n·ln2 (ln2 split in two so that n·ln2_hi is exact), |r| ≤ ln2/2, and
+// exp(r) by its Taylor series to r^7/7! (f32) or r^13/13! (f64): truncation below
+// 1e-8 resp. 5e-18 relative. Measured error: 1.3 ulp (f32), 2 ulp (f64). Below the
+// smallest normal result it returns 0, above the largest +inf; NaN stays NaN.
+template <typename Real> struct ExpConst;
+template <> struct ExpConst<float> {
+  using Bits = int32_t;
+  static constexpr int kDegree = 7, kMantissa = 23, kBias = 127;
+  static constexpr float kShift = 12582912.0f;  // 1.5·2^23: adding it rounds to an integer
+  static constexpr float kLo = -87.0f, kHi = 88.0f;
+  static constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+};
+template <> struct ExpConst<double> {
+  using Bits = int64_t;
+  static constexpr int kDegree = 13, kMantissa = 52, kBias = 1023;
+  static constexpr double kShift = 6755399441055744.0;  // 1.5·2^52
+  static constexpr double kLo = -708.0, kHi = 709.0;
+  static constexpr double kLog2e = 1.4426950408889634074, kLn2Hi = 6.93147180369123816490e-01,
+                          kLn2Lo = 1.90821492927058770002e-10;
+};
+
+template <typename Real>
+__attribute__((always_inline)) inline Real exp_poly(Real x) {
+  using K = ExpConst<Real>;
+  using Bits = typename K::Bits;
+  const Real xc = x < K::kLo ? K::kLo : (x > K::kHi ? K::kHi : x);
+  const Real shifted = xc * K::kLog2e + K::kShift;  // n sits in the low mantissa bits
+  const Real n = shifted - K::kShift;
+  const Real r = (xc - n * K::kLn2Hi) - n * K::kLn2Lo;
+  Real p = Real(1);  // 1 + r(1 + r/2(1 + r/3(…)))
+#pragma GCC unroll 16
+  for (int k = K::kDegree; k >= 1; --k) p = Real(1) + p * r * (Real(1) / Real(k));
+  Bits shifted_bits, shift_bits;
+  const Real shift = K::kShift;
+  std::memcpy(&shifted_bits, &shifted, sizeof(Real));
+  std::memcpy(&shift_bits, &shift, sizeof(Real));
+  const Bits scale_bits = (shifted_bits - shift_bits + K::kBias) << K::kMantissa;  // 2ⁿ
+  Real scale;
+  std::memcpy(&scale, &scale_bits, sizeof(Real));
+  Real result = p * scale;
+  result = x < K::kLo ? Real(0) : result;
+  result = x > K::kHi ? std::numeric_limits<Real>::infinity() : result;
+  return result;
+}
+template <typename Real>
+__attribute__((always_inline)) inline void exp_inplace_body(Real* v, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) v[i] = exp_poly(v[i]);
+}
+ECHO_SSD_CLONES void exp_inplace(float* v, int64_t n) { exp_inplace_body(v, n); }
+ECHO_SSD_CLONES void exp_inplace(double* v, int64_t n) { exp_inplace_body(v, n); }
+
 // dst[c·ld_dst + r] = src[r·ld_src + c] for r < rows, c < cols.
 template <typename Real>
 void transpose(int64_t rows, int64_t cols, const Real* src, int64_t ld_src, Real* dst, int64_t ld_dst) {
@@ -196,13 +254,16 @@ void chunk_cumsum(const Dims& d, const Real* dt, const Real* A, Real* cin, Real*
 template <typename Real>
 void segsum_decay(int64_t len, int64_t Q, const Real* dtc, int64_t dt_step, Real A, Real* L) {
   for (int64_t j = 0; j < len; ++j) {
-    for (int64_t i = 0; i < j; ++i) L[i * Q + j] = 0;
-    L[j * Q + j] = 1;
     Real s = 0;
+    L[j * Q + j] = s;
     for (int64_t i = j + 1; i < len; ++i) {
       s += dtc[i * dt_step] * A;
-      L[i * Q + j] = std::exp(s);
+      L[i * Q + j] = s;
     }
+  }
+  for (int64_t i = 0; i < len; ++i) {
+    exp_inplace(L + i * Q, i + 1);
+    std::fill(L + i * Q + i + 1, L + i * Q + len, Real(0));
   }
 }
 
@@ -232,6 +293,7 @@ void chunk_state(const Dims& d, const Real* x, const Real* dt, const Real* B, co
       const Real* co = cout + ch * d.Q;
       for (int64_t j = 0; j < len; ++j) {
         const Real w = std::exp(co[j]) * dtc[j * d.H];
+#pragma omp simd
         for (int64_t p = 0; p < d.P; ++p) xw[j * d.P + p] = w * xc[j * d.x_step() + p];
       }
       Real* S = states + ch * d.P * d.N;
@@ -255,6 +317,7 @@ void state_passing(const Dims& d, const Real* cin, const Real* h0, Real* states,
       const int64_t ch = bh * d.chunks + c;
       const Real decay = std::exp(cin[ch * d.Q + d.len(c) - 1]);
       Real* s = states + (ch * d.P + p) * d.N;
+#pragma omp simd
       for (int64_t n = 0; n < d.N; ++n) {
         const Real local = s[n];
         s[n] = h[n];
@@ -272,7 +335,8 @@ void chunk_scan(const Dims& d, const Real* x, const Real* dt, const Real* A, con
   parallel_for(d.batch * d.chunks * d.G, [&](int64_t task) {
     const int64_t g = task % d.G, c = (task / d.G) % d.chunks, b = task / (d.G * d.chunks);
     const int64_t t0 = c * d.Q, len = d.len(c), Q = d.Q, P = d.P, N = d.N, xs = d.x_step();
-    Scratch<Real> s_bt, s_cb, s_m, s_cs, s_ht;
+    Scratch<Real> s_bt, s_cb, s_m, s_cs, s_ht, s_dt;
+    Real* dtv = s_dt.take(len);
     Real* Bt = s_bt.take(N * Q);
     Real* CB = s_cb.take(Q * Q);
     Real* M = s_m.take(Q * Q);
@@ -287,17 +351,21 @@ void chunk_scan(const Dims& d, const Real* x, const Real* dt, const Real* A, con
       const Real* dtc = dt + (b * d.T + t0) * d.H + h;
       const Real* ci = cin + ch * Q;
       Real* yc = y + ((b * d.T + t0) * d.H + h) * P;
-      segsum_decay(len, Q, dtc, d.H, A[h], M);
+      for (int64_t j = 0; j < len; ++j) dtv[j] = dtc[j * d.H];
+      segsum_decay(len, Q, dtv, 1, A[h], M);
       for (int64_t i = 0; i < len; ++i)
-        for (int64_t j = 0; j <= i; ++j) M[i * Q + j] *= CB[i * Q + j] * dtc[j * d.H];
+#pragma omp simd
+        for (int64_t j = 0; j <= i; ++j) M[i * Q + j] *= CB[i * Q + j] * dtv[j];
       const Real Dh = D ? D[h] : Real(0);
       for (int64_t i = 0; i < len; ++i)
+#pragma omp simd
         for (int64_t p = 0; p < P; ++p) yc[i * xs + p] = Dh * xc[i * xs + p];
       // intra-chunk: y += M X (M lower triangular)
       gemm_acc(len, P, len, M, Q, 1, xc, xs, yc, xs, kLowerA);
       // from the entering state: y_i += Σ_n exp(cin_i) C_i[n] h_c[p][n]
       for (int64_t i = 0; i < len; ++i) {
         const Real e = std::exp(ci[i]);
+#pragma omp simd
         for (int64_t n = 0; n < N; ++n) Cs[i * N + n] = e * Cc[i * d.bc_step() + n];
       }
       transpose(P, N, states + ch * P * N, N, hT, P);
@@ -325,6 +393,7 @@ void chunk_state_bwd(const Dims& d, const Real* dy, const Real* C, const Real* c
       const Real* ci = cin + ch * d.Q;
       for (int64_t i = 0; i < len; ++i) {
         const Real e = std::exp(ci[i]);
+#pragma omp simd
         for (int64_t p = 0; p < d.P; ++p) dyw[i * d.P + p] = e * dyc[i * d.x_step() + p];
       }
       Real* E = dstates + ch * d.P * d.N;
@@ -346,6 +415,7 @@ void state_passing_bwd(const Dims& d, const Real* cin, const Real* dh_final, Rea
       const int64_t ch = bh * d.chunks + c;
       const Real decay = std::exp(cin[ch * d.Q + d.len(c) - 1]);
       Real* s = dstates + (ch * d.P + p) * d.N;
+#pragma omp simd
       for (int64_t n = 0; n < d.N; ++n) {
         const Real local = s[n];
         s[n] = g[n];
@@ -375,7 +445,8 @@ void chunk_scan_bwd(const Dims& d, const Real* x, const Real* dt, const Real* A,
   parallel_for(d.batch * d.chunks * d.G, [&](int64_t task) {
     const int64_t g = task % d.G, c = (task / d.G) % d.chunks, b = task / (d.G * d.chunks);
     const int64_t t0 = c * d.Q, len = d.len(c), Q = d.Q, P = d.P, N = d.N, xs = d.x_step(), bs = d.bc_step();
-    Scratch<Real> s_bt, s_cb, s_dcb, s_l, s_m, s_dm, s_xt, s_v, s_xw, s_u, s_dst, s_vec;
+    Scratch<Real> s_bt, s_cb, s_dcb, s_l, s_m, s_dm, s_xt, s_v, s_xw, s_u, s_dst, s_vec, s_dt;
+    Real* dtv = s_dt.take(len);
     Real* Bt = s_bt.take(N * Q);
     Real* CB = s_cb.take(Q * Q);
     Real* dCB = s_dcb.take(Q * Q);
@@ -407,10 +478,12 @@ void chunk_scan_bwd(const Dims& d, const Real* x, const Real* dt, const Real* A,
       const Real* dS = dstates + ch * P * N;
       std::fill(vec, vec + 4 * Q, Real(0));
 
-      // L and M = L ∘ CB ∘ dt_j, zero above the diagonal.
-      segsum_decay(len, Q, dtc, d.H, A[h], L);
+      // L and M = L ∘ CB ∘ dt_j (M stays zero above the diagonal).
+      for (int64_t j = 0; j < len; ++j) dtv[j] = dtc[j * d.H];
+      segsum_decay(len, Q, dtv, 1, A[h], L);
       for (int64_t i = 0; i < len; ++i)
-        for (int64_t j = 0; j < Q; ++j) M[i * Q + j] = j <= i ? L[i * Q + j] * CB[i * Q + j] * dtc[j * d.H] : Real(0);
+#pragma omp simd
+        for (int64_t j = 0; j <= i; ++j) M[i * Q + j] = L[i * Q + j] * CB[i * Q + j] * dtv[j];
 
       // dM = dY Xᵀ (j ≤ i), kept in W.
       transpose(len, P, xc, xs, Xt, Q);
@@ -423,9 +496,10 @@ void chunk_scan_bwd(const Dims& d, const Real* x, const Real* dt, const Real* A,
       // Elementwise on the lower triangle: dCB, the direct dt term, and W = dM ∘ M
       // (the gradient of the segment sums seg_ij).
       for (int64_t i = 0; i < len; ++i) {
+#pragma omp simd
         for (int64_t j = 0; j <= i; ++j) {
           const Real dm = W[i * Q + j];
-          dCB[i * Q + j] += dm * L[i * Q + j] * dtc[j * d.H];
+          dCB[i * Q + j] += dm * L[i * Q + j] * dtv[j];
           ddt_direct[j] += dm * L[i * Q + j] * CB[i * Q + j];
           W[i * Q + j] = dm * M[i * Q + j];
         }
@@ -436,11 +510,13 @@ void chunk_scan_bwd(const Dims& d, const Real* x, const Real* dt, const Real* A,
       std::fill(V, V + len * P, Real(0));
       gemm_acc(len, P, N, Bc, bs, 1, dST, P, V, P);
       for (int64_t j = 0; j < len; ++j) {
-        const Real e = std::exp(co[j]), dtj = dtc[j * d.H];
+        const Real e = std::exp(co[j]), dtj = dtv[j];
         Real xv = 0;
+#pragma omp simd reduction(+ : xv)
         for (int64_t p = 0; p < P; ++p) xv += xc[j * xs + p] * V[j * P + p];
         ddt_direct[j] += e * xv;
         w_out[j] = e * dtj * xv;
+#pragma omp simd
         for (int64_t p = 0; p < P; ++p) {
           dxc[j * xs + p] += e * dtj * V[j * P + p];
           xw[j * P + p] = e * dtj * xc[j * xs + p];
@@ -455,6 +531,7 @@ void chunk_scan_bwd(const Dims& d, const Real* x, const Real* dt, const Real* A,
       for (int64_t i = 0; i < len; ++i) {
         const Real e = std::exp(ci[i]);
         Real cu = 0;
+#pragma omp simd reduction(+ : cu)
         for (int64_t n = 0; n < N; ++n) {
           cu += Cc[i * bs + n] * U[i * N + n];
           dCc[i * bs + n] += e * U[i * N + n];
@@ -462,22 +539,18 @@ void chunk_scan_bwd(const Dims& d, const Real* x, const Real* dt, const Real* A,
         w_in[i] = e * cu;
       }
       Real w_chunk = 0;
+#pragma omp simd reduction(+ : w_chunk)
       for (int64_t e = 0; e < P * N; ++e) w_chunk += dS[e] * h_in[e];
       w_chunk *= std::exp(ci[len - 1]);
 
-      // da_k. Row prefixes W_ij ← Σ_{j'<j} W_ij' (exclusive), then column sums over i ≥ k.
+      // da_k: Σ_{i≥k} Σ_{j<k} W_ij, row by row with the running row prefix.
+      std::fill(da, da + len, w_chunk);
       for (int64_t i = 0; i < len; ++i) {
         Real run = 0;
-        for (int64_t j = 0; j <= i; ++j) {
-          const Real w = W[i * Q + j];
-          W[i * Q + j] = run;
-          run += w;
+        for (int64_t k = 0; k <= i; ++k) {
+          da[k] += run;
+          run += W[i * Q + k];
         }
-      }
-      for (int64_t k = 0; k < len; ++k) {
-        Real s = 0;
-        for (int64_t i = k; i < len; ++i) s += W[i * Q + k];
-        da[k] = s + w_chunk;
       }
       Real run = 0;
       for (int64_t k = len - 1; k >= 0; --k) { run += w_in[k]; da[k] += run; }
@@ -487,10 +560,11 @@ void chunk_scan_bwd(const Dims& d, const Real* x, const Real* dt, const Real* A,
       Real dA_sum = 0, dD_sum = 0;
       for (int64_t k = 0; k < len; ++k) {
         ddtc[k * d.H] += ddt_direct[k] + A[h] * da[k];
-        dA_sum += dtc[k * d.H] * da[k];
+        dA_sum += dtv[k] * da[k];
       }
       const Real Dh = D ? D[h] : Real(0);
       for (int64_t i = 0; i < len; ++i)
+#pragma omp simd reduction(+ : dD_sum)
         for (int64_t p = 0; p < P; ++p) {
           dD_sum += dyc[i * xs + p] * xc[i * xs + p];
           dxc[i * xs + p] += Dh * dyc[i * xs + p];
