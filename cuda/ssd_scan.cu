@@ -715,6 +715,7 @@ void ssd_scan_forward(const SsdDims& d, const float* x, const float* dt, const f
                       const float* C, const float* D, const float* h0, float* y, float* h_final, float* states,
                       float* workspace) {
   const Geo g = make_geo(d);
+  if (g.batch == 0 || g.H == 0) return;  // nothing to compute (and no empty grids)
   ForwardWs ws;
   forward_layout(g, workspace, &ws);
   const int64_t tq = tiles(g.Q);
@@ -745,6 +746,7 @@ void ssd_scan_backward(const SsdDims& d, const float* x, const float* dt, const 
                        const float* dh_final, float* dx, float* ddt, float* dA, float* dB, float* dC, float* dD,
                        float* dh0, float* workspace) {
   const Geo g = make_geo(d);
+  if (g.batch == 0 || g.H == 0) return;
   BackwardWs ws;
   backward_layout(g, workspace, &ws);
   const int64_t tq = tiles(g.Q), tp = tiles(g.P), tn = tiles(g.N);

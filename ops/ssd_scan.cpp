@@ -66,6 +66,8 @@ Dims check_inputs(const Tensor& x, const Tensor& dt, const Tensor& A, const Tens
   check_shape(kOp, "C", C, {d.batch, d.T, d.G, d.N});
   if (D.defined()) check_shape(kOp, "D", D, {d.H});
   if (h0.defined()) check_shape(kOp, "h0", h0, {d.batch, d.H, d.P, d.N});
+  op_check(d.P > 0 && d.N > 0, kOp, "head width P and state size N must be > 0 (x is " + x.describe() +
+                                         ", B is " + B.describe() + ")");
   op_check(d.G > 0 && d.H % d.G == 0, kOp,
            "the number of heads H=" + std::to_string(d.H) + " must be a multiple of the number of groups G=" +
                std::to_string(d.G) + " (B is " + B.describe() + ")");

@@ -298,6 +298,20 @@ TEST(SsdScan, StepStreamingEqualsChunked) {
   }
 }
 
+// An empty sequence passes the initial state through (and its gradient back).
+TEST(SsdScan, EmptySequence) {
+  PoisonGuard poison;
+  Rng rng(65);
+  const Cfg c{2, 0, 4, 3, 2, 5, true, true};
+  Inputs in = make_inputs(c, rng);
+  Tensor dy = rnd({c.b, 0, c.H, c.P}, rng), dhf = rnd({c.b, c.H, c.P, c.N}, rng);
+  OpRun r = run_op(in, 16, dy, dhf);
+  EXPECT_EQ(r.y.numel(), 0);
+  EXPECT_EQ(max_rel_diff(r.h_final, in.h0), 0.0);
+  EXPECT_EQ(max_rel_diff(r.grads[6], dhf), 0.0);
+  EXPECT_EQ(max_rel_diff(r.grads[2], Tensor::zeros({c.H}, DType::F64)), 0.0);
+}
+
 TEST(SsdScan, RejectsBadShapesWithTheInputName) {
   Rng rng(70);
   const Cfg c{2, 8, 4, 3, 2, 5, true, true};
