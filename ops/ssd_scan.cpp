@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "autograd/random.h"
@@ -604,13 +605,14 @@ void backward_cpu(const Dims& d, const Tensor& x, const Tensor& dt, const Tensor
                   const Tensor& dh_final, Grads& gr) {
   std::vector<Real> cin(d.batch * d.H * d.chunks * d.Q), cout(cin.size());
   chunk_cumsum<Real>(d, cptr<Real>(dt), cptr<Real>(A), cin.data(), cout.data());
-  std::vector<Real> dstates(d.batch * d.H * d.chunks * d.P * d.N);
-  chunk_state_bwd<Real>(d, cptr<Real>(dy), cptr<Real>(C), cin.data(), dstates.data());
-  state_passing_bwd<Real>(d, cin.data(), cptr<Real>(dh_final), dstates.data(), ptr<Real>(gr.dh0));
+  // Every element is written by chunk_state_bwd before it is read: no zero fill.
+  std::unique_ptr<Real[]> dstates(new Real[d.batch * d.H * d.chunks * d.P * d.N]);
+  chunk_state_bwd<Real>(d, cptr<Real>(dy), cptr<Real>(C), cin.data(), dstates.get());
+  state_passing_bwd<Real>(d, cin.data(), cptr<Real>(dh_final), dstates.get(), ptr<Real>(gr.dh0));
   const int64_t tasks = d.batch * d.chunks * d.G;
   std::vector<Real> dA_part(tasks * d.heads_per_group), dD_part(tasks * d.heads_per_group);
   chunk_scan_bwd<Real>(d, cptr<Real>(x), cptr<Real>(dt), cptr<Real>(A), cptr<Real>(B), cptr<Real>(C),
-                       cptr<Real>(D), cin.data(), cout.data(), cptr<Real>(states), dstates.data(),
+                       cptr<Real>(D), cin.data(), cout.data(), cptr<Real>(states), dstates.get(),
                        cptr<Real>(dy), ptr<Real>(gr.dx), ptr<Real>(gr.ddt), ptr<Real>(gr.dB), ptr<Real>(gr.dC),
                        dA_part.data(), dD_part.data());
   // Per-head sums over (b, chunk) in a fixed order.
