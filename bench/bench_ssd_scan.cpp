@@ -1,11 +1,15 @@
 #include "bench/bench_ssd_scan.h"
 
+#include <algorithm>
+#include <chrono>
+#include <functional>
 #include <stdexcept>
+#include <vector>
 
+#include "autograd/device.h"
 #include "autograd/parallel.h"
 #include "autograd/random.h"
 #include "autograd/tape.h"
-#include "bench/bench_common.h"
 #include "ops/ssd_scan.h"
 
 namespace echo::bench {
@@ -20,6 +24,24 @@ namespace {
 //             head   dM = dY Xᵀ, dX += Mᵀ dY         2 · Q(Q+1)/2 · P
 //                    E_c, V = B dSᵀ, dB_S, U = dY h  4 · Q P N
 // Elementwise work (exp, the segment-sum gradients) is O(Q²) per head and left out.
+// Sorted wall times in ms of fn() over `iters` runs after one warm-up (the same
+// protocol as median_ms in bench_common.h; the minimum is reported too because
+// a shared machine's load only ever adds time).
+std::vector<double> times_ms(const std::function<void()>& fn, int iters) {
+  fn();
+  std::vector<double> t;
+  for (int i = 0; i < iters; ++i) {
+    device_synchronize();
+    auto a = std::chrono::steady_clock::now();
+    fn();
+    device_synchronize();
+    auto b = std::chrono::steady_clock::now();
+    t.push_back(std::chrono::duration<double, std::milli>(b - a).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t;
+}
+
 struct Flops {
   double forward = 0, backward = 0;
 };
@@ -52,7 +74,8 @@ nlohmann::json bench_ssd_scan(const std::string& device, int64_t b, int64_t T, i
   Tensor dt = make({b, T, H}, 0.01, 0.2), A = make({H}, -8.0, -1.0);
   Tensor dy = randn({b, T, H, P}, rng, type, dev), dhf = randn({b, H, P, N}, rng, type, dev);
 
-  const double fwd_ms = median_ms(
+  if (iters < 1) throw std::runtime_error("bench ssd_scan: iters must be >= 1");
+  const std::vector<double> fwd = times_ms(
       [&] {
         NoGrad ng;
         ssd_scan(x, dt, A, B, C, D, Tensor(), chunk);
@@ -60,13 +83,14 @@ nlohmann::json bench_ssd_scan(const std::string& device, int64_t b, int64_t T, i
       iters);
   std::vector<Tensor> leaves = {x, dt, A, B, C, D};
   for (auto& l : leaves) l = l.detach().set_requires_grad(true);
-  const double fwd_bwd_ms = median_ms(
+  const std::vector<double> fwd_bwd = times_ms(
       [&] {
         for (auto& l : leaves) l.zero_grad();
         SsdResult r = ssd_scan(leaves[0], leaves[1], leaves[2], leaves[3], leaves[4], leaves[5], Tensor(), chunk);
         run_backward({r.y, r.h_final}, {dy, dhf});
       },
       iters);
+  const double fwd_ms = fwd[fwd.size() / 2], fwd_bwd_ms = fwd_bwd[fwd_bwd.size() / 2];
 
   const Flops f = count_flops(b, T, H, P, N, G, chunk);
   // The least the op must move: forward reads x, dt, B, C (A, D are tiny) and writes
@@ -87,6 +111,8 @@ nlohmann::json bench_ssd_scan(const std::string& device, int64_t b, int64_t T, i
   j["iters"] = iters;
   j["forward_ms"] = fwd_ms;
   j["forward_backward_ms"] = fwd_bwd_ms;
+  j["forward_min_ms"] = fwd.front();
+  j["forward_backward_min_ms"] = fwd_bwd.front();
   j["forward_gflop"] = f.forward / 1e9;
   j["forward_backward_gflop"] = (f.forward + f.backward) / 1e9;
   j["forward_gflops"] = f.forward / (fwd_ms * 1e6);

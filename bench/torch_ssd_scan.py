@@ -2,7 +2,8 @@
 """PyTorch CPU baseline for bench_ssd_scan: the same chunked SSD algorithm
 (docs/ssd.md) written with plain tensor ops, differentiated by autograd.
 
-Prints one JSON line with the median forward and forward+backward times in ms.
+Prints one JSON line with the median (and minimum) forward and forward+backward
+times in ms.
 Run with the system interpreter that has torch, e.g.
     /usr/bin/python3 bench/torch_ssd_scan.py --threads 2
 """
@@ -66,7 +67,9 @@ def ssd_chunked(x, dt, A, B, C, D, chunk):
     return y, h
 
 
-def median_ms(fn, iters, warmup=1):
+def times_ms(fn, iters, warmup=1):
+    """Sorted wall times in ms after `warmup` runs (median and min are reported,
+    as in bench_ssd_scan.cpp)."""
     for _ in range(warmup):
         fn()
     times = []
@@ -74,7 +77,7 @@ def median_ms(fn, iters, warmup=1):
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return sorted(times)
 
 
 def main():
@@ -126,10 +129,12 @@ def main():
         y, hf = ssd_chunked(*leaves, args.chunk)
         torch.autograd.backward([y, hf], [dy, dh])
 
+    f, fb = times_ms(fwd, args.iters), times_ms(fwd_bwd, args.iters)
     print(json.dumps({
         "bench": "torch_ssd_scan", "threads": args.threads, "b": b, "T": T, "H": H, "P": P, "N": N, "G": G,
         "chunk": args.chunk, "torch": torch.__version__,
-        "forward_ms": median_ms(fwd, args.iters), "forward_backward_ms": median_ms(fwd_bwd, args.iters),
+        "forward_ms": statistics.median(f), "forward_backward_ms": statistics.median(fb),
+        "forward_min_ms": f[0], "forward_backward_min_ms": fb[0],
     }))
 
 
