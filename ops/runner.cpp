@@ -15,6 +15,9 @@ RunnerOp runner_op_causal_attention();
 
 const std::vector<RunnerOp>& runner_ops() {
   static const std::vector<RunnerOp> ops = {
+      runner_op_causal_conv1d(),
+      runner_op_gated_rmsnorm(),
+      runner_op_causal_attention(),
       runner_op_koopman_fit(),
       // RUNNER-OPS (one line per op; keep this marker)
   };

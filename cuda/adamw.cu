@@ -1,0 +1,84 @@
+// CUDA twin of the AdamW update in train/optimizer.cpp, plus the deterministic
+// reductions used by gradient clipping.
+#include <vector>
+
+#include "cuda/adamw.cuh"
+#include "cuda/common.cuh"
+
+namespace echo::gpu {
+namespace {
+
+__global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64_t n, float lr,
+                             float b1, float b2, float eps, float bias1, float bias2, float decay) {
+  ECHO_GRID_STRIDE(i, n) {
+    float gi = g[i];
+    float mi = b1 * m[i] + (1.f - b1) * gi;
+    float vi = b2 * v[i] + (1.f - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    float pi = p[i] * decay;
+    p[i] = pi - lr * (mi / bias1) / (sqrtf(vi / bias2) + eps);
+  }
+}
+
+// Pass 1: each block reduces a fixed, contiguous range into partial[block] (in
+// double, tree order fixed by the thread index), so the result does not depend
+// on scheduling. Pass 2 on the host adds the partials in order.
+constexpr int kReduceThreads = 256;
+constexpr int kReduceBlocks = 256;
+__global__ void sumsq_kernel(const float* g, int64_t n, double* partial, int* nonfinite) {
+  __shared__ double buf[kReduceThreads];
+  int64_t per_block = (n + gridDim.x - 1) / gridDim.x;
+  int64_t begin = blockIdx.x * per_block, end = min(n, begin + per_block);
+  double s = 0;
+  int bad = 0;
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    float x = g[i];
+    if (!isfinite(x)) bad = 1;
+    s += double(x) * double(x);
+  }
+  buf[threadIdx.x] = s;
+  if (bad) atomicExch(nonfinite, 1);  // a flag, not a sum: order does not matter
+  __syncthreads();
+  for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+    if (threadIdx.x < w) buf[threadIdx.x] += buf[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partial[blockIdx.x] = buf[0];
+}
+
+struct Reduction {
+  double sum;
+  bool finite;
+};
+Reduction reduce(const float* g, int64_t n) {
+  double* partial = nullptr;
+  int* flag = nullptr;
+  check_cuda(cudaMalloc(&partial, kReduceBlocks * sizeof(double)), "sum_squares alloc");
+  check_cuda(cudaMalloc(&flag, sizeof(int)), "sum_squares alloc");
+  check_cuda(cudaMemset(flag, 0, sizeof(int)), "sum_squares memset");
+  sumsq_kernel<<<kReduceBlocks, kReduceThreads>>>(g, n, partial, flag);
+  check_launch("sum_squares");
+  std::vector<double> host(kReduceBlocks);
+  int bad = 0;
+  check_cuda(cudaMemcpy(host.data(), partial, kReduceBlocks * sizeof(double), cudaMemcpyDeviceToHost), "sum_squares copy");
+  check_cuda(cudaMemcpy(&bad, flag, sizeof(int), cudaMemcpyDeviceToHost), "sum_squares copy");
+  cudaFree(partial);
+  cudaFree(flag);
+  double s = 0;
+  for (double x : host) s += x;
+  return {s, bad == 0};
+}
+
+}  // namespace
+
+void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
+                float beta2, float eps, float bias1, float bias2, float decay_factor) {
+  if (n == 0) return;
+  adamw_kernel<<<grid_for(n), kThreads>>>(p, g, m, v, n, lr, beta1, beta2, eps, bias1, bias2, decay_factor);
+  check_launch("adamw_step");
+}
+double sum_squares(const float* g, int64_t n) { return n ? reduce(g, n).sum : 0.0; }
+bool all_finite(const float* g, int64_t n) { return n ? reduce(g, n).finite : true; }
+
+}  // namespace echo::gpu

@@ -1,0 +1,124 @@
+// CUDA twin of ops/gated_rmsnorm.cpp: one block per row for the row reductions
+// (tree sum in shared memory), u = x·silu(z) recomputed where needed, dw as
+// per-chunk column partials summed in chunk order (no atomics).
+#include "cuda/common.cuh"
+#include "cuda/gated_rmsnorm.cuh"
+
+namespace echo::gpu {
+namespace {
+
+constexpr int64_t kRowsPerChunk = 64;  // = ops/gated_rmsnorm.cpp
+
+__device__ inline float sigmoid_of(float z) { return 1.f / (1.f + expf(-z)); }
+
+// Sum of v over the block (blockDim.x a power of two); every thread gets it.
+__device__ float block_sum(float v, float* shared) {
+  shared[threadIdx.x] = v;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) shared[threadIdx.x] += shared[threadIdx.x + s];
+    __syncthreads();
+  }
+  const float total = shared[0];
+  __syncthreads();
+  return total;
+}
+
+int row_threads(int64_t d) {
+  int t = 32;
+  while (t < d && t < 256) t *= 2;
+  return t;
+}
+
+__global__ void forward_kernel(const float* x, const float* z, const float* w, float* y, float* rstd, int64_t d,
+                               float eps) {
+  extern __shared__ float shared[];
+  const int64_t r = blockIdx.x;
+  const float *xr = x + r * d, *zr = z + r * d;
+  float* yr = y + r * d;
+  float sum_sq = 0;
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
+    const float u = xr[j] * zr[j] * sigmoid_of(zr[j]);
+    sum_sq += u * u;
+  }
+  sum_sq = block_sum(sum_sq, shared);
+  const float inv = 1.f / sqrtf(sum_sq / (float)d + eps);
+  if (threadIdx.x == 0) rstd[r] = inv;
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) yr[j] = xr[j] * zr[j] * sigmoid_of(zr[j]) * inv * w[j];
+}
+
+__global__ void backward_dxdz_kernel(const float* x, const float* z, const float* w, const float* rstd,
+                                     const float* dy, float* dx, float* dz, int64_t d) {
+  extern __shared__ float shared[];
+  const int64_t r = blockIdx.x;
+  const float *xr = x + r * d, *zr = z + r * d, *dyr = dy + r * d;
+  const float inv = rstd[r];
+  float dot = 0;  // Σ_k dy_k w_k u_k
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) dot += dyr[j] * w[j] * (xr[j] * zr[j] * sigmoid_of(zr[j]));
+  dot = block_sum(dot, shared);
+  const float coef = dot * inv * inv * inv / (float)d;
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
+    const float s = sigmoid_of(zr[j]);
+    const float silu_z = zr[j] * s;
+    const float du = inv * w[j] * dyr[j] - coef * (xr[j] * silu_z);
+    if (dx) dx[r * d + j] += du * silu_z;
+    if (dz) dz[r * d + j] += du * xr[j] * (s * (1.f + zr[j] * (1.f - s)));
+  }
+}
+
+// partial[c, j] = Σ_{rows r of chunk c} dy[r,j] · u[r,j] · rstd[r]
+__global__ void dw_partial_kernel(const float* x, const float* z, const float* rstd, const float* dy,
+                                  float* partial, int64_t rows, int64_t d) {
+  const int64_t c = blockIdx.x;
+  const int64_t j = blockIdx.y * (int64_t)blockDim.x + threadIdx.x;
+  if (j >= d) return;
+  const int64_t end = min(rows, (c + 1) * kRowsPerChunk);
+  float p = 0;
+  for (int64_t r = c * kRowsPerChunk; r < end; ++r) {
+    const float zj = z[r * d + j];
+    p += dy[r * d + j] * (x[r * d + j] * zj * sigmoid_of(zj)) * rstd[r];
+  }
+  partial[c * d + j] = p;
+}
+
+__global__ void sum_chunks_kernel(const float* partial, float* out, int64_t chunks, int64_t cols) {
+  ECHO_GRID_STRIDE(j, cols) {
+    float s = 0;
+    for (int64_t c = 0; c < chunks; ++c) s += partial[c * cols + j];
+    out[j] += s;
+  }
+}
+
+int64_t num_chunks(int64_t rows) { return (rows + kRowsPerChunk - 1) / kRowsPerChunk; }
+
+}  // namespace
+
+int64_t gated_rmsnorm_workspace_floats(int64_t rows, int64_t d) { return num_chunks(rows) * d + 1; }
+
+void gated_rmsnorm_forward(const float* x, const float* z, const float* w, float* y, float* rstd, int64_t rows,
+                           int64_t d, float eps) {
+  if (rows == 0) return;
+  const int threads = row_threads(d);
+  forward_kernel<<<(unsigned)rows, threads, threads * sizeof(float)>>>(x, z, w, y, rstd, d, eps);
+  check_launch("gated_rmsnorm_forward");
+}
+
+void gated_rmsnorm_backward(const float* x, const float* z, const float* w, const float* rstd, const float* dy,
+                            float* dx, float* dz, float* dw, float* workspace, int64_t rows, int64_t d) {
+  if (rows == 0) return;
+  if (dx || dz) {
+    const int threads = row_threads(d);
+    backward_dxdz_kernel<<<(unsigned)rows, threads, threads * sizeof(float)>>>(x, z, w, rstd, dy, dx, dz, d);
+    check_launch("gated_rmsnorm_backward (dx, dz)");
+  }
+  if (dw) {
+    const int64_t chunks = num_chunks(rows);
+    dim3 grid((unsigned)chunks, (unsigned)((d + kThreads - 1) / kThreads));
+    dw_partial_kernel<<<grid, kThreads>>>(x, z, rstd, dy, workspace, rows, d);
+    check_launch("gated_rmsnorm_backward (dw partials)");
+    sum_chunks_kernel<<<grid_for(d), kThreads>>>(workspace, dw, chunks, d);
+    check_launch("gated_rmsnorm_backward (dw)");
+  }
+}
+
+}  // namespace echo::gpu

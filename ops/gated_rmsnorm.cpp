@@ -1,0 +1,163 @@
+// Gated rmsnorm (Mamba-2 RMSNormGated, norm_before_gate=False, one group):
+// per row, u = x ⊙ silu(z), r = (Σ_j u_j²/d + ε)^(−1/2), y_j = u_j · r · w_j.
+// Backward, with σ = sigmoid(z) and silu'(z) = σ(1 + z(1−σ)):
+//   du_j = r·w_j·dy_j − u_j · r³/d · Σ_k dy_k w_k u_k
+//   dx_j = du_j · silu(z_j),   dz_j = du_j · x_j · silu'(z_j),   dw_j = Σ_rows dy_j u_j r
+// u is recomputed in the backward (cheaper than saving a second [rows,d] tensor).
+#include "ops/gated_rmsnorm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "ops/common.h"
+#include "ops/runner.h"
+#if ECHO_HAVE_CUDA
+#include "cuda/gated_rmsnorm.cuh"
+#endif
+
+namespace echo {
+namespace {
+
+constexpr const char* kOp = "gated_rmsnorm";
+constexpr int64_t kRowsPerChunk = 64;  // row chunks of the deterministic dw sum
+
+template <typename T> T sigmoid_of(T z) { return T(1) / (T(1) + std::exp(-z)); }
+
+template <typename T, typename Term>
+void add_column_sums(int64_t rows, int64_t cols, Term term, T* out) {
+  const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
+  std::vector<T> partial(static_cast<size_t>(chunks * cols), T(0));
+  parallel_for(chunks, [&](int64_t c) {
+    T* p = partial.data() + c * cols;
+    const int64_t end = std::min(rows, (c + 1) * kRowsPerChunk);
+    for (int64_t r = c * kRowsPerChunk; r < end; ++r)
+      for (int64_t j = 0; j < cols; ++j) p[j] += term(r, j);
+  });
+  parallel_for(cols, [&](int64_t j) {
+    T s = 0;
+    for (int64_t c = 0; c < chunks; ++c) s += partial[c * cols + j];
+    out[j] += s;
+  });
+}
+
+template <typename T>
+void forward_cpu(const T* x, const T* z, const T* w, T* y, T* rstd, int64_t rows, int64_t d, double eps) {
+  parallel_for(rows, [&](int64_t r) {
+    const T *xr = x + r * d, *zr = z + r * d;
+    T* yr = y + r * d;
+    T sum_sq = 0;
+    for (int64_t j = 0; j < d; ++j) {
+      const T u = xr[j] * zr[j] * sigmoid_of(zr[j]);
+      sum_sq += u * u;
+    }
+    const T inv = T(1) / std::sqrt(sum_sq / T(d) + T(eps));
+    rstd[r] = inv;
+    for (int64_t j = 0; j < d; ++j) yr[j] = xr[j] * zr[j] * sigmoid_of(zr[j]) * inv * w[j];
+  });
+}
+
+template <typename T>
+void backward_cpu(const T* x, const T* z, const T* w, const T* rstd, const T* dy, T* dx, T* dz, T* dw,
+                  int64_t rows, int64_t d) {
+  if (dx || dz) {
+    parallel_for(rows, [&](int64_t r) {
+      const T *xr = x + r * d, *zr = z + r * d, *dyr = dy + r * d;
+      const T inv = rstd[r];
+      T dot = 0;  // Σ_k dy_k w_k u_k
+      for (int64_t j = 0; j < d; ++j) dot += dyr[j] * w[j] * (xr[j] * zr[j] * sigmoid_of(zr[j]));
+      const T coef = dot * inv * inv * inv / T(d);
+      for (int64_t j = 0; j < d; ++j) {
+        const T s = sigmoid_of(zr[j]);
+        const T silu_z = zr[j] * s;
+        const T du = inv * w[j] * dyr[j] - coef * (xr[j] * silu_z);
+        if (dx) dx[r * d + j] += du * silu_z;
+        if (dz) dz[r * d + j] += du * xr[j] * (s * (T(1) + zr[j] * (T(1) - s)));
+      }
+    });
+  }
+  if (dw) {
+    add_column_sums<T>(
+        rows, d,
+        [&](int64_t r, int64_t j) {
+          const T zj = z[r * d + j];
+          return dy[r * d + j] * (x[r * d + j] * zj * sigmoid_of(zj)) * rstd[r];
+        },
+        dw);
+  }
+}
+
+}  // namespace
+
+Tensor gated_rmsnorm(const Tensor& x, const Tensor& z, const Tensor& w, double eps) {
+  check_floating_same(kOp, {&x, &z, &w});
+  op_check(x.ndim() >= 1 && x.size(-1) > 0, kOp, "x must have a non-empty last axis, got " + x.describe());
+  check_shape(kOp, "z", z, x.shape());
+  check_shape(kOp, "w", w, {x.size(-1)});
+  op_check(eps >= 0, kOp, "eps must be >= 0, got " + std::to_string(eps));
+  const int64_t d = x.size(-1), rows = x.numel() / d;
+  Shape rows_shape(x.shape().begin(), x.shape().end() - 1);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor rstd = Tensor::empty(rows_shape, x.dtype(), x.device());
+  if (on_cuda(x)) {
+#if ECHO_HAVE_CUDA
+    gpu::gated_rmsnorm_forward(x.data<float>(), z.data<float>(), w.data<float>(), y.data<float>(),
+                               rstd.data<float>(), rows, d, static_cast<float>(eps));
+#else
+    no_cuda_build(kOp);
+#endif
+  } else {
+    dispatch_floating(x.dtype(), kOp, [&](auto t) {
+      using T = decltype(t);
+      forward_cpu<T>(x.data<T>(), z.data<T>(), w.data<T>(), y.data<T>(), rstd.data<T>(), rows, d, eps);
+    });
+  }
+  if (any_requires_grad({&x, &z, &w})) {
+    record(kOp, {x, z, w}, {y}, {x, z, w, rstd},
+           [](Node& node, const std::vector<Tensor>& gy, std::vector<Tensor>& g) {
+             const Tensor &x = node.saved(0), &z = node.saved(1), &w = node.saved(2), &rstd = node.saved(3);
+             const int64_t d = x.size(-1), rows = x.numel() / d;
+             if (on_cuda(x)) {
+#if ECHO_HAVE_CUDA
+               Tensor work;
+               if (g[2].defined())
+                 work = Tensor::empty({gpu::gated_rmsnorm_workspace_floats(rows, d)}, DType::F32, Device::CUDA);
+               gpu::gated_rmsnorm_backward(x.data<float>(), z.data<float>(), w.data<float>(), rstd.data<float>(),
+                                           gy[0].data<float>(), ptr<float>(g[0]), ptr<float>(g[1]),
+                                           ptr<float>(g[2]), ptr<float>(work), rows, d);
+#endif
+             } else {
+               dispatch_floating(x.dtype(), kOp, [&](auto t) {
+                 using T = decltype(t);
+                 backward_cpu<T>(x.data<T>(), z.data<T>(), w.data<T>(), rstd.data<T>(), gy[0].data<T>(),
+                                 ptr<T>(g[0]), ptr<T>(g[1]), ptr<T>(g[2]), rows, d);
+               });
+             }
+           });
+  }
+  return y;
+}
+
+RunnerOp runner_op_gated_rmsnorm() {
+  RunnerOp op;
+  op.name = kOp;
+  op.inputs = {"x", "z", "w"};
+  op.outputs = {"y"};
+  op.attr_defaults = {{"eps", 1e-5}};
+  op.forward = [](const NamedTensors& in, const OpAttrs& attrs) {
+    for (const char* name : {"x", "z", "w"})
+      op_check(in.count(name) && in.at(name).defined(), kOp, std::string("missing input ") + name);
+    auto it = attrs.find("eps");
+    const double eps = it != attrs.end() ? it->second : 1e-5;
+    return NamedTensors{{"y", gated_rmsnorm(in.at("x"), in.at("z"), in.at("w"), eps)}};
+  };
+  op.example = [](Rng& rng, OpAttrs& attrs) {
+    attrs["eps"] = 1e-5;
+    return NamedTensors{{"x", randn({2, 5, 16}, rng, DType::F64)},
+                        {"z", randn({2, 5, 16}, rng, DType::F64, Device::CPU, 2.0)},
+                        {"w", randn({16}, rng, DType::F64)}};
+  };
+  return op;
+}
+
+}  // namespace echo

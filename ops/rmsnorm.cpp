@@ -1,0 +1,124 @@
+// rmsnorm over the last axis. Per row x ∈ R^d, with r = (Σ_j x_j²/d + ε)^(−1/2):
+//   y_j  = x_j · r · w_j
+//   dx_j = r·w_j·dy_j − x_j · r³/d · Σ_k dy_k w_k x_k     (∂r/∂x_j = −r³ x_j / d)
+//   dw_j = Σ_rows dy_j · x_j · r
+// The forward saves r per row so the backward needs no second reduction over x.
+#include "ops/rmsnorm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "ops/common.h"
+#if ECHO_HAVE_CUDA
+#include "cuda/rmsnorm.cuh"
+#endif
+
+namespace echo {
+namespace {
+
+constexpr const char* kOp = "rmsnorm";
+// dw is a sum over rows: rows are cut into fixed chunks of this many, each chunk
+// sums into its own partial and the partials are added in chunk order, so the
+// result depends on the shape only (no atomics, no thread-count dependence).
+constexpr int64_t kRowsPerChunk = 64;
+
+template <typename T, typename Term>
+void add_column_sums(int64_t rows, int64_t cols, Term term, T* out) {
+  const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
+  std::vector<T> partial(static_cast<size_t>(chunks * cols), T(0));
+  parallel_for(chunks, [&](int64_t c) {
+    T* p = partial.data() + c * cols;
+    const int64_t end = std::min(rows, (c + 1) * kRowsPerChunk);
+    for (int64_t r = c * kRowsPerChunk; r < end; ++r)
+      for (int64_t j = 0; j < cols; ++j) p[j] += term(r, j);
+  });
+  parallel_for(cols, [&](int64_t j) {
+    T s = 0;
+    for (int64_t c = 0; c < chunks; ++c) s += partial[c * cols + j];
+    out[j] += s;
+  });
+}
+
+template <typename T>
+void forward_cpu(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t d, double eps) {
+  parallel_for(rows, [&](int64_t r) {
+    const T* xr = x + r * d;
+    T* yr = y + r * d;
+    T sum_sq = 0;
+    for (int64_t j = 0; j < d; ++j) sum_sq += xr[j] * xr[j];
+    const T inv = T(1) / std::sqrt(sum_sq / T(d) + T(eps));
+    rstd[r] = inv;
+    for (int64_t j = 0; j < d; ++j) yr[j] = xr[j] * inv * w[j];
+  });
+}
+
+template <typename T>
+void backward_cpu(const T* x, const T* w, const T* rstd, const T* dy, T* dx, T* dw, int64_t rows,
+                  int64_t d) {
+  if (dx) {
+    parallel_for(rows, [&](int64_t r) {
+      const T *xr = x + r * d, *dyr = dy + r * d;
+      T* dxr = dx + r * d;
+      const T inv = rstd[r];
+      T dot = 0;  // Σ_k dy_k w_k x_k
+      for (int64_t j = 0; j < d; ++j) dot += dyr[j] * w[j] * xr[j];
+      const T coef = dot * inv * inv * inv / T(d);
+      for (int64_t j = 0; j < d; ++j) dxr[j] += inv * w[j] * dyr[j] - coef * xr[j];
+    });
+  }
+  if (dw) {
+    add_column_sums<T>(rows, d, [&](int64_t r, int64_t j) { return dy[r * d + j] * x[r * d + j] * rstd[r]; },
+                       dw);
+  }
+}
+
+}  // namespace
+
+Tensor rmsnorm(const Tensor& x, const Tensor& w, double eps) {
+  check_floating_same(kOp, {&x, &w});
+  op_check(x.ndim() >= 1 && x.size(-1) > 0, kOp, "x must have a non-empty last axis, got " + x.describe());
+  check_shape(kOp, "w", w, {x.size(-1)});
+  op_check(eps >= 0, kOp, "eps must be >= 0, got " + std::to_string(eps));
+  const int64_t d = x.size(-1), rows = x.numel() / d;
+  Shape rows_shape(x.shape().begin(), x.shape().end() - 1);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor rstd = Tensor::empty(rows_shape, x.dtype(), x.device());
+  if (on_cuda(x)) {
+#if ECHO_HAVE_CUDA
+    gpu::rmsnorm_forward(x.data<float>(), w.data<float>(), y.data<float>(), rstd.data<float>(), rows, d,
+                         static_cast<float>(eps));
+#else
+    no_cuda_build(kOp);
+#endif
+  } else {
+    dispatch_floating(x.dtype(), kOp, [&](auto t) {
+      using T = decltype(t);
+      forward_cpu<T>(x.data<T>(), w.data<T>(), y.data<T>(), rstd.data<T>(), rows, d, eps);
+    });
+  }
+  if (any_requires_grad({&x, &w})) {
+    record(kOp, {x, w}, {y}, {x, w, rstd}, [](Node& node, const std::vector<Tensor>& gy, std::vector<Tensor>& g) {
+      const Tensor &x = node.saved(0), &w = node.saved(1), &rstd = node.saved(2);
+      const int64_t d = x.size(-1), rows = x.numel() / d;
+      if (on_cuda(x)) {
+#if ECHO_HAVE_CUDA
+        Tensor work;
+        if (g[1].defined())
+          work = Tensor::empty({gpu::rmsnorm_workspace_floats(rows, d)}, DType::F32, Device::CUDA);
+        gpu::rmsnorm_backward(x.data<float>(), w.data<float>(), rstd.data<float>(), gy[0].data<float>(),
+                              ptr<float>(g[0]), ptr<float>(g[1]), ptr<float>(work), rows, d);
+#endif
+      } else {
+        dispatch_floating(x.dtype(), kOp, [&](auto t) {
+          using T = decltype(t);
+          backward_cpu<T>(x.data<T>(), w.data<T>(), rstd.data<T>(), gy[0].data<T>(), ptr<T>(g[0]),
+                          ptr<T>(g[1]), rows, d);
+        });
+      }
+    });
+  }
+  return y;
+}
+
+}  // namespace echo

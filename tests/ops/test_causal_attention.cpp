@@ -1,0 +1,233 @@
+#include "ops/causal_attention.h"
+
+#include "ops/runner.h"
+#include "test_util.h"
+
+using namespace echo;
+using namespace echo::testing;
+
+namespace {
+// Independent naive references (f64): RoPE as x·cos + rotate_half(x)·sin with
+// rotate_half(x) = [−x₂, x₁], then explicit T×T scores, mask, softmax, P·V.
+std::vector<double> ref_rope(const std::vector<double>& x, int64_t B, int64_t T, int64_t H, int64_t dh, double base,
+                             int64_t offset) {
+  std::vector<double> y(x.size());
+  const int64_t half = dh / 2;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < H; ++h) {
+        const double* xr = &x[((b * T + t) * H + h) * dh];
+        double* yr = &y[((b * T + t) * H + h) * dh];
+        for (int64_t d = 0; d < dh; ++d) {
+          const int64_t j = d % half;
+          const double theta = (t + offset) / std::pow(base, 2.0 * j / dh);
+          const double rotated = d < half ? -xr[d + half] : xr[d - half];
+          yr[d] = xr[d] * std::cos(theta) + rotated * std::sin(theta);
+        }
+      }
+  return y;
+}
+std::vector<double> ref_attention(const std::vector<double>& q, const std::vector<double>& k,
+                                  const std::vector<double>& v, int64_t B, int64_t T, int64_t H, int64_t dh,
+                                  double base) {
+  auto qr = ref_rope(q, B, T, H, dh, base, 0), kr = ref_rope(k, B, T, H, dh, base, 0);
+  std::vector<double> y(q.size());
+  auto idx = [&](int64_t b, int64_t t, int64_t h) { return ((b * T + t) * H + h) * dh; };
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      std::vector<std::vector<double>> S(T, std::vector<double>(T));
+      for (int64_t i = 0; i < T; ++i)
+        for (int64_t j = 0; j < T; ++j) {
+          double s = 0;
+          for (int64_t d = 0; d < dh; ++d) s += qr[idx(b, i, h) + d] * kr[idx(b, j, h) + d];
+          S[i][j] = j <= i ? s / std::sqrt(double(dh)) : -INFINITY;
+        }
+      for (int64_t i = 0; i < T; ++i) {
+        double mx = -INFINITY, z = 0;
+        for (int64_t j = 0; j < T; ++j) mx = std::max(mx, S[i][j]);
+        for (int64_t j = 0; j < T; ++j) z += std::exp(S[i][j] - mx);
+        for (int64_t d = 0; d < dh; ++d) {
+          double acc = 0;
+          for (int64_t j = 0; j < T; ++j) acc += std::exp(S[i][j] - mx) / z * v[idx(b, j, h) + d];
+          y[idx(b, i, h) + d] = acc;
+        }
+      }
+    }
+  return y;
+}
+// The runner's example inputs pass a float64 gradient check through op.forward
+// (what `echo-lm gradcheck --op` does).
+void gradcheck_runner_example(const RunnerOp& op) {
+  Rng rng(7);
+  OpAttrs attrs;
+  NamedTensors ex = op.example(rng, attrs);
+  std::vector<std::string> names;
+  std::vector<Tensor> inputs;
+  for (const auto& list : {op.inputs, op.optional_inputs})
+    for (const auto& n : list)
+      if (ex.count(n)) {
+        names.push_back(n);
+        inputs.push_back(ex.at(n));
+      }
+  expect_gradcheck(
+      [&](const std::vector<Tensor>& in) {
+        NamedTensors named;
+        for (size_t i = 0; i < in.size(); ++i) named[names[i]] = in[i];
+        auto out = op.forward(named, attrs);
+        std::vector<Tensor> result;
+        for (const auto& o : op.outputs) result.push_back(out.at(o));
+        return result;
+      },
+      inputs, std::vector<bool>(inputs.size(), true), names);
+}
+GradcheckFn attn_fn(double base) {
+  return [base](const std::vector<Tensor>& in) {
+    return std::vector<Tensor>{causal_attention(in[0], in[1], in[2], base)};
+  };
+}
+void expect_msg(const std::function<void()>& fn, const std::string& msg) {
+  try {
+    fn();
+    ADD_FAILURE() << "no throw, expected " << msg;
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(msg), std::string::npos) << e.what();
+  }
+}
+}  // namespace
+
+TEST(Rope, MatchesNaiveLoopWithOffsetAndPreservesNorms) {
+  PoisonGuard poison;
+  Rng rng(1);
+  const int64_t B = 2, T = 5, H = 3, dh = 8;
+  Tensor x = rnd({B, T, H, dh}, rng);
+  for (int64_t off : {0, 7, 1000}) {
+    auto ref = ref_rope(x.to_vector(), B, T, H, dh, 10000.0, off);
+    EXPECT_LT(max_rel_diff(rope(x, 10000.0, off).to_vector(), ref), 1e-13) << off;
+    EXPECT_LT(max_rel_diff(rope(x.to(DType::F32), 10000.0, off).to_vector(), ref), 1e-6) << off;
+  }
+  auto ref = ref_rope(x.to_vector(), B, T, H, dh, 500.0, 3);
+  EXPECT_LT(max_rel_diff(rope(x, 500.0, 3).to_vector(), ref), 1e-13);
+  // Position 0 is the identity; pairs (j, j+dh/2) keep their norm.
+  auto y = rope(x, 10000.0, 11).to_vector(), xv = x.to_vector(), y0 = rope(x, 10000.0, 0).to_vector();
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t d = 0; d < dh; ++d) EXPECT_EQ(y0[h * dh + d], xv[h * dh + d]);
+  for (size_t r = 0; r < xv.size() / dh; ++r)
+    for (int64_t j = 0; j < dh / 2; ++j)
+      EXPECT_NEAR(std::hypot(y[r * dh + j], y[r * dh + j + dh / 2]), std::hypot(xv[r * dh + j], xv[r * dh + j + dh / 2]),
+                  1e-12);
+}
+
+TEST(CausalAttention, MatchesNaiveLoopF64AndF32) {
+  PoisonGuard poison;
+  Rng rng(2);
+  struct Dims { int64_t B, T, H, dh; };
+  for (Dims d : {Dims{2, 9, 3, 8}, Dims{1, 1, 1, 2}, Dims{1, 40, 2, 6}}) {
+    Tensor q = rnd({d.B, d.T, d.H, d.dh}, rng), k = rnd({d.B, d.T, d.H, d.dh}, rng), v = rnd({d.B, d.T, d.H, d.dh}, rng);
+    for (double base : {10000.0, 100.0}) {
+      auto ref = ref_attention(q.to_vector(), k.to_vector(), v.to_vector(), d.B, d.T, d.H, d.dh, base);
+      EXPECT_LT(max_rel_diff(causal_attention(q, k, v, base).to_vector(), ref), 1e-13);
+      EXPECT_LT(max_rel_diff(causal_attention(q.to(DType::F32), k.to(DType::F32), v.to(DType::F32), base).to_vector(),
+                             ref),
+                2e-6);
+    }
+  }
+  // Large scores stay finite (stable softmax).
+  Tensor q = rnd({1, 6, 1, 4}, rng, DType::F64, 60.0), k = rnd({1, 6, 1, 4}, rng, DType::F64, 60.0),
+         v = rnd({1, 6, 1, 4}, rng);
+  auto ref = ref_attention(q.to_vector(), k.to_vector(), v.to_vector(), 1, 6, 1, 4, 10000.0);
+  EXPECT_LT(max_rel_diff(causal_attention(q, k, v).to_vector(), ref), 1e-12);
+}
+
+TEST(CausalAttention, IsCausal) {
+  // Changing the last token's k and v leaves every earlier output unchanged.
+  Rng rng(3);
+  Tensor q = rnd({1, 6, 2, 4}, rng), k = rnd({1, 6, 2, 4}, rng), v = rnd({1, 6, 2, 4}, rng);
+  auto y1 = causal_attention(q, k, v).to_vector();
+  auto kv = k.to_vector(), vv = v.to_vector();
+  for (int64_t e = 5 * 2 * 4; e < 6 * 2 * 4; ++e) {
+    kv[e] += 3.0;
+    vv[e] -= 2.0;
+  }
+  auto y2 = causal_attention(q, Tensor::from_vector(kv, k.shape(), DType::F64),
+                             Tensor::from_vector(vv, v.shape(), DType::F64))
+                .to_vector();
+  for (int64_t e = 0; e < 5 * 2 * 4; ++e) EXPECT_EQ(y1[e], y2[e]);
+  bool last_changed = false;
+  for (int64_t e = 5 * 2 * 4; e < 6 * 2 * 4; ++e) last_changed |= y1[e] != y2[e];
+  EXPECT_TRUE(last_changed);
+}
+
+TEST(CausalAttention, GradcheckF64) {
+  Rng rng(4);
+  Tensor q = rnd({2, 6, 2, 4}, rng), k = rnd({2, 6, 2, 4}, rng), v = rnd({2, 6, 2, 4}, rng);
+  expect_gradcheck(attn_fn(10000.0), {q, k, v}, {true, true, true}, {"q", "k", "v"});
+  expect_gradcheck(attn_fn(10.0), {q, k, v}, {true, false, false}, {"q", "k", "v"});
+  expect_gradcheck(attn_fn(10.0), {q, k, v}, {false, true, false}, {"q", "k", "v"});
+  expect_gradcheck(attn_fn(10.0), {q, k, v}, {false, false, true}, {"q", "k", "v"});
+  // Longer sequence with sharper attention.
+  Tensor ql = rnd({1, 20, 1, 6}, rng, DType::F64, 2.0), kl = rnd({1, 20, 1, 6}, rng, DType::F64, 2.0),
+         vl = rnd({1, 20, 1, 6}, rng);
+  expect_gradcheck(attn_fn(10000.0), {ql, kl, vl}, {true, true, true}, {"q", "k", "v"});
+}
+
+TEST(CausalAttention, BadShapesThrowNamingTheInput) {
+  Tensor q = Tensor::zeros({2, 5, 3, 8}, DType::F32);
+  expect_msg([&] { causal_attention(q, Tensor::zeros({2, 5, 3, 4}, DType::F32), q); },
+             "causal_attention: k must have shape [2,5,3,8]");
+  expect_msg([&] { causal_attention(q, q, Tensor::zeros({2, 4, 3, 8}, DType::F32)); },
+             "causal_attention: v must have shape [2,5,3,8]");
+  Tensor odd = Tensor::zeros({2, 5, 3, 7}, DType::F32);
+  expect_msg([&] { causal_attention(odd, odd, odd); }, "causal_attention: q must have an even");
+  expect_msg([&] { causal_attention(Tensor::zeros({5, 3, 8}, DType::F32), q, q); }, "causal_attention: q must have rank 4");
+  expect_msg([&] { causal_attention(q, q, q.to(DType::F64)); }, "causal_attention: mixed tensors");
+  expect_msg([&] { rope(odd, 10000.0, 0); }, "rope: x must have an even");
+  expect_msg([&] { rope(q, 10000.0, -1); }, "rope: pos_offset must be >= 0");
+  Tensor qg = q.clone();
+  qg.set_requires_grad(true);
+  expect_msg([&] { rope(qg, 10000.0, 0); }, "rope: has no backward");
+  NoGrad no_grad;
+  EXPECT_NO_THROW(rope(qg, 10000.0, 0));
+}
+
+TEST(CausalAttention, RunnerEntry) {
+  const RunnerOp* op = find_runner_op("causal_attention");
+  ASSERT_NE(op, nullptr);
+  gradcheck_runner_example(*op);
+  EXPECT_EQ(op->inputs, (std::vector<std::string>{"q", "k", "v"}));
+  EXPECT_EQ(op->outputs, (std::vector<std::string>{"y"}));
+  EXPECT_DOUBLE_EQ(attr({}, *op, "rope_base"), 10000.0);
+  Rng rng(5);
+  OpAttrs attrs;
+  NamedTensors in = op->example(rng, attrs);
+  const Shape& s = in["q"].shape();
+  auto ref = ref_attention(in["q"].to_vector(), in["k"].to_vector(), in["v"].to_vector(), s[0], s[1], s[2], s[3],
+                           attr(attrs, *op, "rope_base"));
+  EXPECT_LT(max_rel_diff(op->forward(in, attrs).at("y").to_vector(), ref), 1e-13);
+  auto ref_base = ref_attention(in["q"].to_vector(), in["k"].to_vector(), in["v"].to_vector(), s[0], s[1], s[2],
+                                s[3], 50.0);
+  EXPECT_LT(max_rel_diff(op->forward(in, {{"rope_base", 50.0}}).at("y").to_vector(), ref_base), 1e-13);
+}
+
+TEST(CausalAttention, CudaMatchesCpu) {
+  ECHO_REQUIRE_GPU();
+  Rng rng(6);
+  struct Dims { int64_t B, T, H, dh; };
+  for (Dims d : {Dims{2, 77, 3, 64}, Dims{1, 130, 2, 128}, Dims{3, 33, 2, 40}, Dims{1, 5, 1, 2}}) {
+    Tensor q = rnd({d.B, d.T, d.H, d.dh}, rng, DType::F32), k = rnd({d.B, d.T, d.H, d.dh}, rng, DType::F32),
+           v = rnd({d.B, d.T, d.H, d.dh}, rng, DType::F32);
+    Tensor qc = q.to(Device::CUDA), kc = k.to(Device::CUDA), vc = v.to(Device::CUDA);
+    for (Tensor* t : {&q, &k, &v, &qc, &kc, &vc}) t->set_requires_grad(true);
+    Tensor y = causal_attention(q, k, v), yc = causal_attention(qc, kc, vc);
+    EXPECT_LT(max_rel_diff(yc.to(Device::CPU), y), 1e-5) << d.T << " " << d.dh;
+    Tensor seed = rnd(y.shape(), rng, DType::F32);
+    y.backward(seed);
+    yc.backward(seed.to(Device::CUDA));
+    EXPECT_LT(max_rel_diff(qc.grad().to(Device::CPU), q.grad()), 1e-5) << d.T << " " << d.dh;
+    EXPECT_LT(max_rel_diff(kc.grad().to(Device::CPU), k.grad()), 1e-5) << d.T << " " << d.dh;
+    EXPECT_LT(max_rel_diff(vc.grad().to(Device::CPU), v.grad()), 1e-5) << d.T << " " << d.dh;
+    NoGrad no_grad;
+    EXPECT_LT(max_rel_diff(rope(qc, 10000.0, 9).to(Device::CPU), rope(q.detach(), 10000.0, 9)), 1e-6);
+  }
+  Tensor big = Tensor::zeros({1, 2, 1, 256}, DType::F32, Device::CUDA);
+  expect_msg([&] { causal_attention(big, big, big); }, "causal_attention: the CUDA kernel supports head_dim <= 128");
+}

@@ -1,0 +1,87 @@
+#include "train/optimizer.h"
+
+#include "test_util.h"
+
+using namespace echo;
+using namespace echo::testing;
+
+TEST(AdamW, MatchesTheFormulaOverSeveralSteps) {
+  Rng rng(1);
+  Tensor w = rnd({5, 3}, rng).set_requires_grad(true);
+  Tensor b = rnd({3}, rng).set_requires_grad(true);
+  AdamWConfig cfg{0.9, 0.95, 1e-8, 0.1};
+  AdamW opt({{"w", w, true}, {"b", b, false}}, cfg);
+  auto pw = w.to_vector(), pb = b.to_vector();
+  std::vector<double> mw(15, 0), vw(15, 0), mb(3, 0), vb(3, 0);
+  for (int step = 1; step <= 4; ++step) {
+    Tensor gw = rnd({5, 3}, rng), gb = rnd({3}, rng);
+    w.set_grad(gw.clone());
+    b.set_grad(gb.clone());
+    const double lr = 0.01 * step;
+    opt.step(lr);
+    auto upd = [&](std::vector<double>& p, std::vector<double>& m, std::vector<double>& v,
+                   const std::vector<double>& g, bool decay) {
+      for (size_t i = 0; i < p.size(); ++i) {
+        if (decay) p[i] *= 1 - lr * cfg.weight_decay;
+        m[i] = cfg.beta1 * m[i] + (1 - cfg.beta1) * g[i];
+        v[i] = cfg.beta2 * v[i] + (1 - cfg.beta2) * g[i] * g[i];
+        double mh = m[i] / (1 - std::pow(cfg.beta1, step)), vh = v[i] / (1 - std::pow(cfg.beta2, step));
+        p[i] -= lr * mh / (std::sqrt(vh) + cfg.eps);
+      }
+    };
+    upd(pw, mw, vw, gw.to_vector(), true);
+    upd(pb, mb, vb, gb.to_vector(), false);
+    EXPECT_LT(max_rel_diff(w.to_vector(), pw), 1e-14) << "step " << step;
+    EXPECT_LT(max_rel_diff(b.to_vector(), pb), 1e-14) << "step " << step;
+  }
+  EXPECT_EQ(opt.steps(), 4);
+}
+
+TEST(AdamW, SkipsParametersWithoutGradient) {
+  Tensor w = Tensor::full({4}, 2.0, DType::F64).set_requires_grad(true);
+  AdamW opt({{"w", w, true}}, {});
+  opt.step(0.1);
+  for (double x : w.to_vector()) EXPECT_EQ(x, 2.0);
+}
+
+TEST(GradClip, GlobalNormAndScaling) {
+  Tensor a = Tensor::zeros({2}, DType::F64).set_requires_grad(true);
+  Tensor b = Tensor::zeros({1}, DType::F64).set_requires_grad(true);
+  a.set_grad(Tensor::from_vector({3, 0}, {2}, DType::F64));
+  b.set_grad(Tensor::from_vector({4}, {1}, DType::F64));
+  std::vector<ParamRef> ps{{"a", a, true}, {"b", b, true}};
+  EXPECT_DOUBLE_EQ(global_grad_norm(ps), 5.0);
+  scale_grads(ps, 0.5);
+  EXPECT_DOUBLE_EQ(global_grad_norm(ps), 2.5);
+  EXPECT_TRUE(grads_finite(ps));
+  b.set_grad(Tensor::from_vector({NAN}, {1}, DType::F64));
+  EXPECT_FALSE(grads_finite(ps));
+}
+
+TEST(Schedule, WarmupThenCosine) {
+  EXPECT_DOUBLE_EQ(lr_schedule(5, 10, 110, 1.0, 0.1), 0.5);
+  EXPECT_DOUBLE_EQ(lr_schedule(10, 10, 110, 1.0, 0.1), 1.0);
+  EXPECT_NEAR(lr_schedule(60, 10, 110, 1.0, 0.1), 0.55, 1e-12);
+  EXPECT_NEAR(lr_schedule(110, 10, 110, 1.0, 0.1), 0.1, 1e-12);
+  EXPECT_NEAR(lr_schedule(500, 10, 110, 1.0, 0.1), 0.1, 1e-12);
+}
+
+TEST(AdamW, CudaMatchesCpu) {
+  ECHO_REQUIRE_GPU();
+  Rng rng(3);
+  Tensor p = rnd({1000, 33}, rng, DType::F32);
+  Tensor pc = p.to(Device::CUDA);
+  p.set_requires_grad(true);
+  pc.set_requires_grad(true);
+  AdamW a({{"p", p, true}}, {}), c({{"p", pc, true}}, {});
+  for (int s = 0; s < 3; ++s) {
+    Tensor g = rnd({1000, 33}, rng, DType::F32);
+    p.set_grad(g);
+    pc.set_grad(g.to(Device::CUDA));
+    a.step(1e-2);
+    c.step(1e-2);
+    std::vector<ParamRef> pr{{"p", p, true}}, prc{{"p", pc, true}};
+    EXPECT_NEAR(global_grad_norm(prc), global_grad_norm(pr), 1e-6 * global_grad_norm(pr));
+  }
+  EXPECT_LT(max_rel_diff(pc.to(Device::CPU), p), 1e-5);
+}

@@ -1,0 +1,140 @@
+#include "train/optimizer.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "autograd/parallel.h"
+#include "autograd/tape.h"
+#if ECHO_HAVE_CUDA
+#include "cuda/adamw.cuh"
+#endif
+
+namespace echo {
+
+AdamW::AdamW(std::vector<ParamRef> params, AdamWConfig config) : params_(std::move(params)), cfg_(config) {
+  for (const auto& p : params_) {
+    if (!p.param.defined()) throw std::runtime_error("AdamW: parameter " + p.name + " is undefined");
+    m_.push_back(Tensor::zeros(p.param.shape(), p.param.dtype(), p.param.device()));
+    v_.push_back(Tensor::zeros(p.param.shape(), p.param.dtype(), p.param.device()));
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& p : params_) p.param.zero_grad();
+}
+
+namespace {
+template <typename T>
+void adamw_cpu(T* p, const T* g, T* m, T* v, int64_t n, T lr, T b1, T b2, T eps, T bias1, T bias2, T decay) {
+  parallel_for(n, [&](int64_t i) {
+    T mi = b1 * m[i] + (T(1) - b1) * g[i];
+    T vi = b2 * v[i] + (T(1) - b2) * g[i] * g[i];
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] * decay - lr * (mi / bias1) / (std::sqrt(vi / bias2) + eps);
+  });
+}
+}  // namespace
+
+void AdamW::step(double lr) {
+  NoGrad no_grad;
+  ++steps_;
+  const double bias1 = 1 - std::pow(cfg_.beta1, double(steps_));
+  const double bias2 = 1 - std::pow(cfg_.beta2, double(steps_));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor& p = params_[i].param;
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    const double decay = params_[i].decay ? 1 - lr * cfg_.weight_decay : 1.0;
+    const int64_t n = p.numel();
+    if (p.device() == Device::CUDA) {
+#if ECHO_HAVE_CUDA
+      gpu::adamw_step(p.data<float>(), g.data<float>(), m_[i].data<float>(), v_[i].data<float>(), n,
+                      (float)lr, (float)cfg_.beta1, (float)cfg_.beta2, (float)cfg_.eps, (float)bias1,
+                      (float)bias2, (float)decay);
+#endif
+    } else {
+      dispatch_floating(p.dtype(), "AdamW", [&](auto t) {
+        using T = decltype(t);
+        adamw_cpu<T>(p.data<T>(), g.data<T>(), m_[i].data<T>(), v_[i].data<T>(), n, T(lr), T(cfg_.beta1),
+                     T(cfg_.beta2), T(cfg_.eps), T(bias1), T(bias2), T(decay));
+      });
+    }
+    p.bump_version();
+    m_[i].bump_version();
+    v_[i].bump_version();
+  }
+}
+
+namespace {
+// Σ g² of one gradient in double. CPU: fixed chunks summed in order (the same
+// result for any thread count).
+double sum_squares(const Tensor& g, bool* finite) {
+  const int64_t n = g.numel();
+  if (g.device() == Device::CUDA) {
+#if ECHO_HAVE_CUDA
+    if (finite) *finite = gpu::all_finite(g.data<float>(), n);
+    return gpu::sum_squares(g.data<float>(), n);
+#endif
+  }
+  constexpr int64_t kChunk = 4096;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(chunks);
+  std::vector<char> ok(chunks, 1);
+  dispatch_floating(g.dtype(), "grad norm", [&](auto t) {
+    using T = decltype(t);
+    const T* p = g.data<T>();
+    parallel_for(chunks, [&](int64_t c) {
+      double s = 0;
+      for (int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) {
+        if (!std::isfinite(double(p[i]))) ok[c] = 0;
+        s += double(p[i]) * double(p[i]);
+      }
+      partial[c] = s;
+    });
+  });
+  double s = 0;
+  for (double x : partial) s += x;
+  if (finite) {
+    *finite = true;
+    for (char c : ok) *finite = *finite && c;
+  }
+  return s;
+}
+}  // namespace
+
+double global_grad_norm(const std::vector<ParamRef>& params) {
+  double s = 0;
+  for (const auto& p : params)
+    if (p.param.grad().defined()) s += sum_squares(p.param.grad(), nullptr);
+  return std::sqrt(s);
+}
+
+bool grads_finite(const std::vector<ParamRef>& params) {
+  for (const auto& p : params) {
+    if (!p.param.grad().defined()) continue;
+    bool finite = true;
+    sum_squares(p.param.grad(), &finite);
+    if (!finite) return false;
+  }
+  return true;
+}
+
+void scale_grads(const std::vector<ParamRef>& params, double factor) {
+  NoGrad no_grad;
+  for (const auto& p : params) {
+    Tensor g = p.param.grad();
+    if (!g.defined()) continue;
+    Tensor copy = g.clone();
+    g.add_(copy, factor - 1.0);  // g ← g + (factor−1)·g = factor·g
+  }
+}
+
+double lr_schedule(int64_t step, int64_t warmup, int64_t total, double lr_max, double lr_min) {
+  if (warmup > 0 && step <= warmup) return lr_max * double(step) / double(warmup);
+  if (total <= warmup) return lr_max;
+  double progress = std::min(1.0, double(step - warmup) / double(total - warmup));
+  return lr_min + 0.5 * (lr_max - lr_min) * (1 + std::cos(M_PI * progress));
+}
+
+}  // namespace echo

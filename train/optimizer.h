@@ -1,0 +1,61 @@
+// AdamW (decoupled weight decay, as PyTorch's torch.optim.AdamW), the
+// warmup + cosine schedule, and global-norm gradient clipping.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "autograd/tensor.h"
+
+namespace echo {
+
+struct AdamWConfig {
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+};
+
+struct ParamRef {
+  std::string name;
+  Tensor param;     // leaf, requires grad
+  bool decay = true;  // weight decay applies
+};
+
+// Per element, with t the step count after increment:
+//   p ← p · (1 − lr·wd·[decay])
+//   m ← β₁ m + (1 − β₁) g,   v ← β₂ v + (1 − β₂) g²
+//   p ← p − lr · (m / (1 − β₁ᵗ)) / (sqrt(v / (1 − β₂ᵗ)) + ε)
+class AdamW {
+ public:
+  AdamW(std::vector<ParamRef> params, AdamWConfig config);
+  // Updates every parameter that has a gradient (others are left as they are,
+  // their moments untouched). Bumps the parameters' version counters.
+  void step(double lr);
+  void zero_grad();
+  int64_t steps() const { return steps_; }
+  void set_steps(int64_t s) { steps_ = s; }
+  const std::vector<ParamRef>& params() const { return params_; }
+  std::vector<Tensor>& exp_avg() { return m_; }
+  std::vector<Tensor>& exp_avg_sq() { return v_; }
+  const AdamWConfig& config() const { return cfg_; }
+
+ private:
+  std::vector<ParamRef> params_;
+  AdamWConfig cfg_;
+  std::vector<Tensor> m_, v_;
+  int64_t steps_ = 0;
+};
+
+// sqrt(Σ over all gradients of g²), accumulated in double in a fixed order
+// (deterministic). Parameters without a gradient count as zero.
+double global_grad_norm(const std::vector<ParamRef>& params);
+void scale_grads(const std::vector<ParamRef>& params, double factor);
+// True when every gradient is finite (NaN/Inf guard).
+bool grads_finite(const std::vector<ParamRef>& params);
+
+// Linear warmup from 0 over `warmup` steps, then cosine from lr_max down to
+// lr_min at step `total`. Steps count from 1.
+double lr_schedule(int64_t step, int64_t warmup, int64_t total, double lr_max, double lr_min);
+
+}  // namespace echo
