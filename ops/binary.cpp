@@ -1,0 +1,208 @@
+// Element-wise add/sub/mul/div with b broadcast over the leading dims of a, and
+// the scalar affine maps scale/add_scalar.
+//
+// Layout: a holds n elements, b holds m (b's shape is a suffix of a's), so a is
+// rows = n/m rows of m and element i of a pairs with b[j], j = i mod m.
+//   y  = f(a_i, b_j)
+//   da_i += dy_i · ∂f/∂a(a_i, b_j)
+//   db_j += Σ_r dy_{r,j} · ∂f/∂b(a_{r,j}, b_j)
+// The sum over rows is deterministic: rows are cut into fixed chunks of
+// kRowsPerChunk, each chunk is summed sequentially into a partial, and the
+// partials are added in chunk order. The partition depends only on the shape,
+// so the result does not depend on the thread count, and cuda/binary.cu uses
+// the very same partition.
+#include "ops/binary.h"
+
+#include <vector>
+
+#include "ops/common.h"
+#if ECHO_HAVE_CUDA
+#include "cuda/binary.cuh"
+#endif
+
+namespace echo {
+namespace {
+
+enum Kind { kAdd = 0, kSub, kMul, kDiv };
+const char* kNames[] = {"add", "sub", "mul", "div"};
+constexpr int64_t kRowsPerChunk = 64;
+
+template <typename T> T binary_value(int kind, T a, T b) {
+  switch (kind) {
+    case kAdd: return a + b;
+    case kSub: return a - b;
+    case kMul: return a * b;
+    default: return a / b;
+  }
+}
+// ∂f/∂a and ∂f/∂b at element i of a and element j of b. add/sub read neither
+// operand (they are not saved for those kinds, the pointers may be null).
+template <typename T> T d_da(int kind, const T* a, const T* b, int64_t i, int64_t j) {
+  switch (kind) {
+    case kAdd: case kSub: return T(1);
+    case kMul: return b[j];
+    default: return T(1) / b[j];
+  }
+}
+template <typename T> T d_db(int kind, const T* a, const T* b, int64_t i, int64_t j) {
+  switch (kind) {
+    case kAdd: return T(1);
+    case kSub: return T(-1);
+    case kMul: return a[i];
+    default: return -a[i] / (b[j] * b[j]);
+  }
+}
+
+template <typename T>
+void forward_cpu(int kind, const T* a, const T* b, T* y, int64_t n, int64_t m) {
+  const int64_t rows = m ? n / m : 0;
+  if (rows == 1) {
+    parallel_for(n, [&](int64_t i) { y[i] = binary_value(kind, a[i], b[i]); });
+  } else {
+    parallel_for(rows, [&](int64_t r) {
+      for (int64_t j = 0; j < m; ++j) y[r * m + j] = binary_value(kind, a[r * m + j], b[j]);
+    });
+  }
+}
+
+template <typename T>
+void backward_a_cpu(int kind, const T* a, const T* b, const T* dy, T* da, int64_t n, int64_t m) {
+  parallel_for(n, [&](int64_t i) { da[i] += dy[i] * d_da(kind, a, b, i, i % m); });
+}
+
+template <typename T>
+void backward_b_cpu(int kind, const T* a, const T* b, const T* dy, T* db, int64_t n, int64_t m) {
+  const int64_t rows = m ? n / m : 0;
+  const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
+  if (chunks == 0) return;
+  // partial[c, j] = Σ_{r in chunk c} dy_{r,j} ∂f/∂b, summed in row order from 0.
+  std::vector<T> partial(static_cast<size_t>(chunks * m), T(0));
+  parallel_for(chunks, [&](int64_t c) {
+    T* p = partial.data() + c * m;
+    const int64_t r_end = std::min(rows, (c + 1) * kRowsPerChunk);
+    for (int64_t r = c * kRowsPerChunk; r < r_end; ++r)
+      for (int64_t j = 0; j < m; ++j) {
+        const int64_t i = r * m + j;
+        p[j] += dy[i] * d_db(kind, a, b, i, j);
+      }
+  });
+  parallel_for(m, [&](int64_t j) {
+    T total = 0;
+    for (int64_t c = 0; c < chunks; ++c) total += partial[c * m + j];
+    db[j] += total;
+  });
+}
+
+void check_broadcast(const char* op, const Tensor& a, const Tensor& b) {
+  op_check(a.defined() && b.defined(), op, "both inputs must be defined tensors");
+  check_floating_same(op, {&a, &b});
+  bool ok = b.ndim() >= 1 && b.ndim() <= a.ndim();
+  for (int k = 1; ok && k <= b.ndim(); ++k) ok = a.size(-k) == b.size(-k);
+  if (!ok)
+    op_error(op, "b must have the shape of a or a suffix of it, got a " + a.describe() + " and b " +
+                     b.describe());
+}
+
+Tensor binary(int kind, const Tensor& a, const Tensor& b) {
+  const char* op = kNames[kind];
+  check_broadcast(op, a, b);
+  const int64_t n = a.numel(), m = b.numel();
+  Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
+  if (on_cuda(a)) {
+#if ECHO_HAVE_CUDA
+    gpu::binary_forward(kind, a.data<float>(), b.data<float>(), y.data<float>(), n, m);
+#else
+    no_cuda_build(op);
+#endif
+  } else {
+    dispatch_floating(a.dtype(), op, [&](auto t) {
+      using T = decltype(t);
+      forward_cpu<T>(kind, a.data<T>(), b.data<T>(), y.data<T>(), n, m);
+    });
+  }
+  if (any_requires_grad({&a, &b})) {
+    // add/sub need no operand values; mul/div save both.
+    std::vector<Tensor> saved;
+    if (kind == kMul || kind == kDiv) saved = {a, b};
+    record(op, {a, b}, {y}, saved, [kind, n, m](Node& node, const std::vector<Tensor>& gy, std::vector<Tensor>& gx) {
+      const bool uses_values = kind == kMul || kind == kDiv;
+      const Tensor a = uses_values ? node.saved(0) : Tensor();
+      const Tensor b = uses_values ? node.saved(1) : Tensor();
+      const Tensor& dy = gy[0];
+      // da and db may be one buffer (mul(x, x)); the two passes run one after the other.
+      if (on_cuda(dy)) {
+#if ECHO_HAVE_CUDA
+        if (gx[0].defined())
+          gpu::binary_backward_a(kind, cptr<float>(a), cptr<float>(b), dy.data<float>(), gx[0].data<float>(), n, m);
+        if (gx[1].defined()) {
+          const int64_t rows = m ? n / m : 0;
+          const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
+          Tensor partial = chunks > 1 ? Tensor::empty({chunks, m}, DType::F32, Device::CUDA) : Tensor();
+          gpu::binary_backward_b(kind, cptr<float>(a), cptr<float>(b), dy.data<float>(), gx[1].data<float>(),
+                                 ptr<float>(partial), n, m, kRowsPerChunk);
+        }
+#endif
+      } else {
+        dispatch_floating(dy.dtype(), kNames[kind], [&](auto t) {
+          using T = decltype(t);
+          if (gx[0].defined()) backward_a_cpu<T>(kind, cptr<T>(a), cptr<T>(b), dy.data<T>(), gx[0].data<T>(), n, m);
+          if (gx[1].defined()) backward_b_cpu<T>(kind, cptr<T>(a), cptr<T>(b), dy.data<T>(), gx[1].data<T>(), n, m);
+        });
+      }
+    });
+  }
+  return y;
+}
+
+// y = alpha·x + beta; dx += alpha·dy.
+Tensor affine(const char* op, const Tensor& x, double alpha, double beta) {
+  op_check(x.defined(), op, "input must be a defined tensor");
+  check_floating_same(op, {&x});
+  const int64_t n = x.numel();
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (on_cuda(x)) {
+#if ECHO_HAVE_CUDA
+    gpu::affine_forward(x.data<float>(), y.data<float>(), n, static_cast<float>(alpha), static_cast<float>(beta));
+#else
+    no_cuda_build(op);
+#endif
+  } else {
+    dispatch_floating(x.dtype(), op, [&](auto t) {
+      using T = decltype(t);
+      const T* xp = x.data<T>();
+      T* yp = y.data<T>();
+      const T al = static_cast<T>(alpha), be = static_cast<T>(beta);
+      parallel_for(n, [&](int64_t i) { yp[i] = al * xp[i] + be; });
+    });
+  }
+  if (any_requires_grad({&x})) {
+    record(op, {x}, {y}, {}, [op, alpha, n](Node&, const std::vector<Tensor>& gy, std::vector<Tensor>& gx) {
+      if (!gx[0].defined()) return;
+      if (on_cuda(gy[0])) {
+#if ECHO_HAVE_CUDA
+        gpu::affine_backward(gy[0].data<float>(), gx[0].data<float>(), n, static_cast<float>(alpha));
+#endif
+      } else {
+        dispatch_floating(gy[0].dtype(), op, [&](auto t) {
+          using T = decltype(t);
+          const T* dy = gy[0].data<T>();
+          T* dx = gx[0].data<T>();
+          const T al = static_cast<T>(alpha);
+          parallel_for(n, [&](int64_t i) { dx[i] += al * dy[i]; });
+        });
+      }
+    });
+  }
+  return y;
+}
+
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b) { return binary(kAdd, a, b); }
+Tensor sub(const Tensor& a, const Tensor& b) { return binary(kSub, a, b); }
+Tensor mul(const Tensor& a, const Tensor& b) { return binary(kMul, a, b); }
+Tensor div(const Tensor& a, const Tensor& b) { return binary(kDiv, a, b); }
+Tensor scale(const Tensor& x, double alpha) { return affine("scale", x, alpha, 0.0); }
+Tensor add_scalar(const Tensor& x, double value) { return affine("add_scalar", x, 1.0, value); }
+
+}  // namespace echo

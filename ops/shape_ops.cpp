@@ -1,0 +1,177 @@
+// transpose, slice and concat. Tensors are contiguous, so each is a copy
+// described by an index map, and its backward is the inverse map, adding:
+//
+//   transpose: view x as [A, n0, B, n1, C] (n0, n1 the swapped dims);
+//              y[a,j,b,i,c] = x[a,i,b,j,c]; dx is dy transposed back.
+//   slice:     view x as [A, n, C]; y[a,i,c] = x[a, start+i, c];
+//              dx[a, start+i, c] += dy[a,i,c], the rest of dx untouched.
+//   concat:    input k is [A, n_k, C], placed at offset o_k = Σ_{l<k} n_l of
+//              the output's dim; dx_k[a,i,c] += dy[a, o_k+i, c].
+// Slice and concat share one block copy (copy_block); cuda/shape_ops.cu has the
+// same two kernels.
+#include "ops/shape_ops.h"
+
+
+#include "ops/common.h"
+#if ECHO_HAVE_CUDA
+#include "cuda/shape_ops.cuh"
+#endif
+
+namespace echo {
+namespace {
+
+int normalize_dim(const char* op, int dim, const Tensor& x) {
+  const int rank = x.ndim();
+  if (dim < -rank || dim >= rank)
+    op_error(op, "dim " + std::to_string(dim) + " is out of range for " + x.describe());
+  return dim < 0 ? dim + rank : dim;
+}
+int64_t prod(const Shape& s, int begin, int end) {
+  int64_t p = 1;
+  for (int i = begin; i < end; ++i) p *= s[i];
+  return p;
+}
+
+template <typename T>
+void transpose_cpu(const T* x, T* out, int64_t A, int64_t n0, int64_t B, int64_t n1, int64_t C, bool accumulate) {
+  // One output row (a, j, b, i) of C contiguous elements per iteration.
+  parallel_for(A * n1 * B * n0, [&](int64_t row) {
+    int64_t rest = row;
+    const int64_t i = rest % n0; rest /= n0;
+    const int64_t b = rest % B; rest /= B;
+    const int64_t j = rest % n1;
+    const int64_t a = rest / n1;
+    const T* src = x + (((a * n0 + i) * B + b) * n1 + j) * C;
+    T* dst = out + row * C;
+    if (accumulate) for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
+    else for (int64_t c = 0; c < C; ++c) dst[c] = src[c];
+  });
+}
+
+template <typename T>
+void copy_block_cpu(const T* src, int64_t src_n, int64_t src_offset, T* dst, int64_t dst_n, int64_t dst_offset,
+                    int64_t A, int64_t count, int64_t C, bool accumulate) {
+  parallel_for(A * count, [&](int64_t row) {
+    const int64_t a = row / count, i = row % count;
+    const T* s = src + (a * src_n + src_offset + i) * C;
+    T* d = dst + (a * dst_n + dst_offset + i) * C;
+    if (accumulate) for (int64_t c = 0; c < C; ++c) d[c] += s[c];
+    else for (int64_t c = 0; c < C; ++c) d[c] = s[c];
+  });
+}
+
+void transpose_any(const char* op, const Tensor& x, Tensor& out, int64_t A, int64_t n0, int64_t B, int64_t n1,
+                   int64_t C, bool accumulate) {
+  if (on_cuda(x)) {
+#if ECHO_HAVE_CUDA
+    gpu::transpose_dims(x.data<float>(), out.data<float>(), A, n0, B, n1, C, accumulate);
+#else
+    no_cuda_build(op);
+#endif
+  } else {
+    dispatch_floating(x.dtype(), op, [&](auto t) {
+      using T = decltype(t);
+      transpose_cpu<T>(x.data<T>(), out.data<T>(), A, n0, B, n1, C, accumulate);
+    });
+  }
+}
+
+void copy_block_any(const char* op, const Tensor& src, int64_t src_n, int64_t src_offset, Tensor& dst, int64_t dst_n,
+                    int64_t dst_offset, int64_t A, int64_t count, int64_t C, bool accumulate) {
+  if (on_cuda(src)) {
+#if ECHO_HAVE_CUDA
+    gpu::copy_block(src.data<float>(), src_n, src_offset, dst.data<float>(), dst_n, dst_offset, A, count, C, accumulate);
+#else
+    no_cuda_build(op);
+#endif
+  } else {
+    dispatch_floating(src.dtype(), op, [&](auto t) {
+      using T = decltype(t);
+      copy_block_cpu<T>(src.data<T>(), src_n, src_offset, dst.data<T>(), dst_n, dst_offset, A, count, C, accumulate);
+    });
+  }
+}
+
+}  // namespace
+
+Tensor transpose(const Tensor& x, int dim0, int dim1) {
+  const char* op = "transpose";
+  op_check(x.defined(), op, "input must be a defined tensor");
+  check_floating_same(op, {&x});
+  int d0 = normalize_dim(op, dim0, x), d1 = normalize_dim(op, dim1, x);
+  if (d0 == d1) return x.clone();
+  if (d0 > d1) std::swap(d0, d1);
+  const Shape& s = x.shape();
+  const int64_t A = prod(s, 0, d0), n0 = s[d0], B = prod(s, d0 + 1, d1), n1 = s[d1], C = prod(s, d1 + 1, x.ndim());
+  Shape out_shape = s;
+  std::swap(out_shape[d0], out_shape[d1]);
+  Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
+  transpose_any(op, x, y, A, n0, B, n1, C, false);
+  if (any_requires_grad({&x})) {
+    record(op, {x}, {y}, {}, [=](Node&, const std::vector<Tensor>& gy, std::vector<Tensor>& gx) {
+      // dy is [A, n1, B, n0, C]; transposing it back swaps the roles of n0 and n1.
+      if (gx[0].defined()) transpose_any("transpose", gy[0], gx[0], A, n1, B, n0, C, true);
+    });
+  }
+  return y;
+}
+
+Tensor slice(const Tensor& x, int dim, int64_t start, int64_t end) {
+  const char* op = "slice";
+  op_check(x.defined(), op, "input must be a defined tensor");
+  check_floating_same(op, {&x});
+  const int d = normalize_dim(op, dim, x);
+  const Shape& s = x.shape();
+  const int64_t n = s[d];
+  if (start < 0 || start > end || end > n)
+    op_error(op, "range [" + std::to_string(start) + ", " + std::to_string(end) + ") is not within [0, " +
+                     std::to_string(n) + "] along dim " + std::to_string(dim) + " of " + x.describe());
+  const int64_t A = prod(s, 0, d), C = prod(s, d + 1, x.ndim()), count = end - start;
+  Shape out_shape = s;
+  out_shape[d] = count;
+  Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
+  copy_block_any(op, x, n, start, y, count, 0, A, count, C, false);
+  if (any_requires_grad({&x})) {
+    record(op, {x}, {y}, {}, [=](Node&, const std::vector<Tensor>& gy, std::vector<Tensor>& gx) {
+      if (gx[0].defined()) copy_block_any("slice", gy[0], count, 0, gx[0], n, start, A, count, C, true);
+    });
+  }
+  return y;
+}
+
+Tensor concat(const std::vector<Tensor>& xs, int dim) {
+  const char* op = "concat";
+  op_check(!xs.empty(), op, "needs at least one tensor");
+  for (size_t k = 0; k < xs.size(); ++k)
+    op_check(xs[k].defined(), op, "input " + std::to_string(k) + " is undefined");
+  const Tensor& first = xs[0];
+  for (const Tensor& x : xs) check_floating_same(op, {&first, &x});
+  const int d = normalize_dim(op, dim, first);
+  Shape out_shape = first.shape();
+  out_shape[d] = 0;
+  std::vector<int64_t> sizes, offsets;
+  for (size_t k = 0; k < xs.size(); ++k) {
+    const Tensor& x = xs[k];
+    bool ok = x.ndim() == first.ndim();
+    for (int i = 0; ok && i < first.ndim(); ++i) ok = i == d || x.size(i) == first.size(i);
+    if (!ok)
+      op_error(op, "input " + std::to_string(k) + " must match input 0 except along dim " + std::to_string(dim) +
+                       ", got " + x.describe() + " and " + first.describe());
+    offsets.push_back(out_shape[d]);
+    sizes.push_back(x.size(d));
+    out_shape[d] += x.size(d);
+  }
+  const int64_t A = prod(out_shape, 0, d), N = out_shape[d], C = prod(out_shape, d + 1, first.ndim());
+  Tensor y = Tensor::empty(out_shape, first.dtype(), first.device());
+  for (size_t k = 0; k < xs.size(); ++k)
+    copy_block_any(op, xs[k], sizes[k], 0, y, N, offsets[k], A, sizes[k], C, false);
+  if (any_requires_grad(xs)) {
+    record(op, xs, {y}, {}, [=](Node&, const std::vector<Tensor>& gy, std::vector<Tensor>& gx) {
+      for (size_t k = 0; k < gx.size(); ++k)
+        if (gx[k].defined()) copy_block_any("concat", gy[0], N, offsets[k], gx[k], sizes[k], 0, A, sizes[k], C, true);
+    });
+  }
+  return y;
+}
+
+}  // namespace echo
