@@ -114,6 +114,19 @@ inline T lag_weight(const Inputs<T>& in, const Geometry& g, int64_t n, int64_t t
   return l;
 }
 
+// parallel_for over (batch, head[, chunk]) tasks, or a plain loop when the whole
+// call is too small to pay for waking the thread team (gradient checks, decoding).
+template <typename F> void parallel_tasks(bool large, int64_t n, F&& f) {
+  if (large) {
+    parallel_for(n, f);
+  } else {
+    for (int64_t i = 0; i < n; ++i) f(i);
+  }
+}
+inline bool is_large(const Geometry& g) {
+  return g.b * g.H * g.T * (g.r + g.P) * g.r >= (int64_t(1) << 17);
+}
+
 // ---------------------------------------------------------------------------------
 // Small dense kernels on row-major matrices.
 // ---------------------------------------------------------------------------------
@@ -434,11 +447,12 @@ template <typename T>
 void forward_cpu(const Geometry& g, const Inputs<T>& in, const OperatorState<T>& st, T* local_G, T* local_M,
                  T* local_Ct, T* y) {
   const int64_t r = g.r, P = g.P, rr = r * r, rP = r * P, BH = g.b * g.H, nC = g.n_chunks;
-  parallel_for(BH * nC, [&](int64_t idx) {
+  const bool large = is_large(g);
+  parallel_tasks(large, BH * nC, [&](int64_t idx) {
     const int64_t n = idx / (g.H * nC), h = (idx / nC) % g.H, c = idx % nC;
     chunk_statistics(g, in, n, h, c, local_G + idx * rr, local_M + idx * rr, local_Ct + idx * rP);
   });
-  parallel_for(BH, [&](int64_t bh) {
+  parallel_tasks(large, BH, [&](int64_t bh) {
     if (!g.prefix) {
       exclusive_prefix(local_G + bh * nC * rr, nC, rr);
       exclusive_prefix(local_M + bh * nC * rr, nC, rr);
@@ -455,7 +469,7 @@ void forward_cpu(const Geometry& g, const Inputs<T>& in, const OperatorState<T>&
     }
   });
   const T ridge = static_cast<T>(g.ridge);
-  parallel_for(BH * g.n_ops, [&](int64_t idx) {
+  parallel_tasks(large, BH * g.n_ops, [&](int64_t idx) {
     const int64_t h = (idx / g.n_ops) % g.H, o = idx % g.n_ops;
     if (g.empty_op(o)) {  // chunk 0 reads empty statistics: y = 0 there
       set_zero(st.L + idx * rr, rr);
@@ -471,7 +485,7 @@ void forward_cpu(const Geometry& g, const Inputs<T>& in, const OperatorState<T>&
                    st.Zt + idx * rr, st.Rt + idx * rP, st.sigma + idx, st.alpha + idx);
   });
   if (!y) return;
-  parallel_for(BH * nC, [&](int64_t idx) {
+  parallel_tasks(large, BH * nC, [&](int64_t idx) {
     const int64_t n = idx / (g.H * nC), h = (idx / nC) % g.H, c = idx % nC;
     const int64_t o = g.op_of_chunk(c), op_idx = (n * g.H + h) * g.n_ops + o;
     chunk_readout(g, in, n, h, c, g.empty_op(o) ? nullptr : st.Rt + op_idx * rP, y);
@@ -483,23 +497,23 @@ void forward_cpu(const Geometry& g, const Inputs<T>& in, const OperatorState<T>&
 // ---------------------------------------------------------------------------------
 
 // Through the readout of one operator to its statistics, α constant:
-//   dC = dR Zᵀ,  Φ = L⁻¹ Cᵀ dR L⁻ᵀ,  V_K = c_K Φ,  V_{i-1} = s Wᵀ V_i + c_{i-1} Φ,
-//   dW = Σ_{i≥1} s^i V_i (Wᵀ)^{i-1},  dG_w = −(V_0 + dW Wᵀ),
-//   dM = L⁻ᵀ dW L⁻¹,  dG = sym(L⁻ᵀ dG_w L⁻¹),
-//   ds = Σ_{i≥1} s^{i-1} ⟨W^i, V_i⟩,  dc_j = s^j ⟨W^j, Φ⟩      (s = γα).
-// dRt = dRᵀ on entry; dG, dM, dCt are written (not added).
+//   dC = dR Zᵀ,  Φ = L⁻¹ Cᵀ dR L⁻ᵀ  (the gradient of F = Σ_j c_j s^j W^j),
+//   τ_j = ⟨W^j, Φ⟩:  dc_j = s^j τ_j,  ds = Σ_j j c_j s^{j-1} τ_j       (s = γα),
+//   V_K = c_K Φ,  V_{i-1} = s Wᵀ V_i + c_{i-1} Φ,
+//   dW = Σ_{i≥1} s^i V_i (Wᵀ)^{i-1}  (Horner, in the same downward loop),
+//   dM = L⁻ᵀ dW L⁻¹,  dG = sym(L⁻ᵀ dG_w L⁻¹) with dG_w = −(V_0 + dW Wᵀ).
+// dRt = dRᵀ on entry; dG, dM, dCt are written (not added). Six r×r buffers, as
+// in the shared memory of the CUDA twin.
 template <typename T>
 ECHO_KOOPMAN_CLONES void operator_backward(int64_t r, int64_t P, int K, T s, const T* coef, const T* L,
                                            const T* Wt, const T* Zt, const T* Ct, const T* dRt, T* dG, T* dM,
                                            T* dCt, T* ds, T* dcoef) {
   const int64_t rr = r * r;
-  T* buf = scratch<T>((2 * (K + 1) + 5) * rr + P * r);
-  T* powers = buf;                  // (Wᵀ)^j, j = 0..K
-  T* V = powers + (K + 1) * rr;     // V_j, j = 0..K
-  T* Phi = V + (K + 1) * rr;
-  T* dW = Phi + rr;
-  T* X = dW + rr;
-  T* tmp = X + rr;
+  T* buf = scratch<T>(5 * rr + P * r);
+  T* Phi = buf;
+  T* V = Phi + rr;
+  T* acc = V + rr;
+  T* tmp = acc + rr;
   T* Z = tmp + rr;
   T* dR = Z + rr;  // P×r
 
@@ -510,54 +524,59 @@ ECHO_KOOPMAN_CLONES void operator_backward(int64_t r, int64_t P, int K, T s, con
 
   // Φ = L⁻¹ (Cᵀ dR) L⁻ᵀ.
   transpose(r, P, dRt, dR);
-  set_zero(X, rr);
-  gemm_acc(r, r, P, T(1), Ct, P, 1, dR, r, X, r);
-  sandwich_lower(r, L, X, tmp);  // Φᵀ
-  transpose(r, r, X, Phi);
+  set_zero(Phi, rr);
+  gemm_acc(r, r, P, T(1), Ct, P, 1, dR, r, Phi, r);
+  sandwich_lower(r, L, Phi, tmp);  // Φᵀ
+  transpose(r, r, Phi, tmp);
+  std::memcpy(Phi, tmp, sizeof(T) * rr);
 
-  set_identity(powers, r);
-  for (int j = 1; j <= K; ++j) {
-    set_zero(powers + j * rr, rr);
-    gemm_acc(r, r, r, T(1), powers + (j - 1) * rr, r, 1, Wt, r, powers + j * rr, r);
+  // τ_j over the powers (Wᵀ)^j: ⟨W^j, Φ⟩ = tr((Wᵀ)^j Φ).
+  T* power = V;
+  T* next = acc;
+  set_identity(power, r);
+  T ds_value = 0, s_j = 1, s_j_minus_1 = 0;  // s^j and s^{j-1}
+  for (int j = 0; j <= K; ++j) {
+    if (j > 0) {
+      set_zero(next, rr);
+      gemm_acc(r, r, r, T(1), power, r, 1, Wt, r, next, r);
+      std::swap(power, next);
+      s_j_minus_1 = s_j;
+      s_j *= s;
+    }
+    const T tau = trace_of_product(r, power, Phi);
+    if (dcoef) dcoef[j] = s_j * tau;
+    if (j >= 1) ds_value += T(j) * filter_coefficient(coef, K, j) * s_j_minus_1 * tau;
   }
-  std::vector<T> s_pow(K + 1);
-  s_pow[0] = 1;
-  for (int j = 1; j <= K; ++j) s_pow[j] = s_pow[j - 1] * s;
+  *ds = ds_value;
 
-  // V recurrence (the adjoint of U_i = s W U_{i-1}, with each filter term feeding in).
-  for (int64_t e = 0; e < rr; ++e) V[K * rr + e] = filter_coefficient(coef, K, K) * Phi[e];
-  for (int i = K; i >= 1; --i) {
-    T* Vprev = V + (i - 1) * rr;
-    const T c = filter_coefficient(coef, K, i - 1);
-    for (int64_t e = 0; e < rr; ++e) Vprev[e] = c * Phi[e];
-    gemm_acc(r, r, r, s, Wt, r, 1, V + i * rr, r, Vprev, r);
-  }
-  // dW by Horner: acc = s^K V_K; acc ← acc Wᵀ + s^i V_i for i = K-1..1.
-  set_zero(dW, rr);
-  if (K >= 1) {
-    for (int64_t e = 0; e < rr; ++e) dW[e] = s_pow[K] * V[K * rr + e];
-    for (int i = K - 1; i >= 1; --i) {
-      for (int64_t e = 0; e < rr; ++e) tmp[e] = s_pow[i] * V[i * rr + e];
-      gemm_acc(r, r, r, T(1), dW, r, 1, Wt, r, tmp, r);
-      std::memcpy(dW, tmp, sizeof(T) * rr);
+  // Downward: V = V_i and acc = Σ_{i'≥max(i,1)} s^{i'} V_{i'} (Wᵀ)^{i'-i}.
+  T s_K = 1;
+  for (int j = 0; j < K; ++j) s_K *= s;
+  for (int64_t e = 0; e < rr; ++e) V[e] = filter_coefficient(coef, K, K) * Phi[e];
+  for (int64_t e = 0; e < rr; ++e) acc[e] = K >= 1 ? s_K * V[e] : T(0);
+  for (int i = K - 1; i >= 0; --i) {
+    const T c = filter_coefficient(coef, K, i);
+    for (int64_t e = 0; e < rr; ++e) tmp[e] = c * Phi[e];
+    gemm_acc(r, r, r, s, Wt, r, 1, V, r, tmp, r);  // V_i = s Wᵀ V_{i+1} + c_i Φ
+    std::swap(V, tmp);
+    if (i >= 1) {
+      T s_i = 1;
+      for (int j = 0; j < i; ++j) s_i *= s;
+      for (int64_t e = 0; e < rr; ++e) tmp[e] = s_i * V[e];
+      gemm_acc(r, r, r, T(1), acc, r, 1, Wt, r, tmp, r);  // acc ← acc Wᵀ + s^i V_i
+      std::swap(acc, tmp);
     }
   }
-  // ds and dc_j (⟨W^i, V⟩ = tr((Wᵀ)^i V)).
-  T ds_value = 0;
-  for (int i = 1; i <= K; ++i) ds_value += s_pow[i - 1] * trace_of_product(r, powers + i * rr, V + i * rr);
-  *ds = ds_value;
-  if (dcoef)
-    for (int j = 0; j <= K; ++j) dcoef[j] = s_pow[j] * trace_of_product(r, powers + j * rr, Phi);
 
   // dG_w = −(V_0 + dW Wᵀ) → dG = sym(L⁻ᵀ dG_w L⁻¹).
-  for (int64_t e = 0; e < rr; ++e) X[e] = -V[e];
-  gemm_acc(r, r, r, T(-1), dW, r, 1, Wt, r, X, r);
-  sandwich_lower_t(r, L, X, tmp);  // (L⁻ᵀ dG_w L⁻¹)ᵀ; the symmetrisation makes the transpose moot
+  for (int64_t e = 0; e < rr; ++e) tmp[e] = -V[e];
+  gemm_acc(r, r, r, T(-1), acc, r, 1, Wt, r, tmp, r);
+  sandwich_lower_t(r, L, tmp, Phi);  // (L⁻ᵀ dG_w L⁻¹)ᵀ; the symmetrisation makes the transpose moot
   for (int64_t i = 0; i < r; ++i)
-    for (int64_t j = 0; j < r; ++j) dG[i * r + j] = (X[i * r + j] + X[j * r + i]) / T(2);
+    for (int64_t j = 0; j < r; ++j) dG[i * r + j] = (tmp[i * r + j] + tmp[j * r + i]) / T(2);
   // dM = L⁻ᵀ dW L⁻¹.
-  sandwich_lower_t(r, L, dW, tmp);  // dMᵀ
-  transpose(r, r, dW, dM);
+  sandwich_lower_t(r, L, acc, Phi);  // dMᵀ
+  transpose(r, r, acc, dM);
 }
 
 // dRᵀ = Σ_t q_t dy_tᵀ over an operator's queries.
@@ -636,6 +655,7 @@ void backward_cpu(const Geometry& g, const Inputs<T>& in, const OperatorState<T>
                   const Grads<T>& gr) {
   const int64_t r = g.r, P = g.P, rr = r * r, rP = r * P, BH = g.b * g.H, nC = g.n_chunks, nO = g.n_ops;
   const int K = g.K;
+  const bool large = is_large(g);
   const bool need_tokens = gr.dk || gr.dv || gr.dbeta;
   const bool need_stats = need_tokens || gr.dgamma || gr.dcoef;
 
@@ -646,7 +666,7 @@ void backward_cpu(const Geometry& g, const Inputs<T>& in, const OperatorState<T>
     dCt.assign(BH * nO * rP, T(0));
     ds.assign(BH * nO, T(0));
     dcoef.assign(BH * nO * (K + 1), T(0));
-    parallel_for(BH * nO, [&](int64_t idx) {
+    parallel_tasks(large, BH * nO, [&](int64_t idx) {
       const int64_t n = idx / (g.H * nO), h = (idx / nO) % g.H, o = idx % nO;
       if (g.empty_op(o)) return;  // built from no tokens: nothing to send back
       T* dRt = scratch<T>(rP, 1);
@@ -657,14 +677,14 @@ void backward_cpu(const Geometry& g, const Inputs<T>& in, const OperatorState<T>
                         gr.dcoef ? dcoef.data() + idx * (K + 1) : nullptr);
     });
     if (!g.prefix && need_tokens)
-      parallel_for(BH, [&](int64_t bh) {
+      parallel_tasks(large, BH, [&](int64_t bh) {
         reverse_exclusive_prefix(dG.data() + bh * nO * rr, nO, rr);
         reverse_exclusive_prefix(dM.data() + bh * nO * rr, nO, rr);
         reverse_exclusive_prefix(dCt.data() + bh * nO * rP, nO, rP);
       });
   }
   if (gr.dq || need_tokens)
-    parallel_for(BH * nC, [&](int64_t idx) {
+    parallel_tasks(large, BH * nC, [&](int64_t idx) {
       const int64_t n = idx / (g.H * nC), h = (idx / nC) % g.H, c = idx % nC;
       const int64_t bh = n * g.H + h, o = g.op_of_chunk(c);
       const T* Rt = g.empty_op(o) ? nullptr : st.Rt + (bh * nO + o) * rP;
@@ -1008,7 +1028,7 @@ Tensor KoopmanStream::step(const Tensor& k_t, const Tensor& q_t, const Tensor& v
       T *Ctc = Ctc_.data<T>(), *Rt = Rt_.data<T>(), *prev = prev_k_.data<T>(), *yp = y.data<T>();
       const T* cf = cptr<T>(coef);
       const T gamma_value = static_cast<T>(gamma.item());
-      parallel_for(BH, [&](int64_t bh) {
+      parallel_tasks(commit && BH > 1, BH, [&](int64_t bh) {
         // y_t = R q_t with R from the statistics committed before this chunk.
         T* yt = yp + bh * P;
         set_zero(yt, P);
