@@ -40,6 +40,10 @@
 #define ECHO_KOOPMAN_CLONES
 #endif
 
+// The dense helpers below must be inlined into those clones (a helper compiled
+// on its own would run the baseline ISA).
+#define ECHO_KOOPMAN_INLINE inline __attribute__((always_inline))
+
 namespace echo {
 namespace {
 
@@ -100,14 +104,14 @@ template <typename T> struct Grads {  // buffers to add into; null when not want
 
 // w_t = β_t m_t: weight of token t in G and C.
 template <typename T>
-inline T token_weight(const Inputs<T>& in, const Geometry& g, int64_t n, int64_t t, int64_t h) {
+ECHO_KOOPMAN_INLINE T token_weight(const Inputs<T>& in, const Geometry& g, int64_t n, int64_t t, int64_t h) {
   T w = in.beta ? in.beta[(n * g.T + t) * g.H + h] : T(1);
   if (in.mask) w *= in.mask[n * g.T + t];
   return w;
 }
 // l_t = β_t m_t m_{t-1}: weight of the lag pair (t, t-1) in M; no pair at t = 0.
 template <typename T>
-inline T lag_weight(const Inputs<T>& in, const Geometry& g, int64_t n, int64_t t, int64_t h) {
+ECHO_KOOPMAN_INLINE T lag_weight(const Inputs<T>& in, const Geometry& g, int64_t n, int64_t t, int64_t h) {
   if (t <= 0 || t >= g.T) return T(0);
   T l = token_weight(in, g, n, t, h);
   if (in.mask) l *= in.mask[n * g.T + t - 1];
@@ -141,26 +145,26 @@ template <typename T> __attribute__((noinline)) T* scratch(size_t n, int slot = 
   return buffer.data();
 }
 
-template <typename T> inline void set_zero(T* x, int64_t n) { std::memset(x, 0, sizeof(T) * n); }
+template <typename T> ECHO_KOOPMAN_INLINE void set_zero(T* x, int64_t n) { std::memset(x, 0, sizeof(T) * n); }
 
-template <typename T> inline void set_identity(T* x, int64_t r) {
+template <typename T> ECHO_KOOPMAN_INLINE void set_identity(T* x, int64_t r) {
   set_zero(x, r * r);
   for (int64_t i = 0; i < r; ++i) x[i * r + i] = T(1);
 }
 
 // B [cols×rows] = Aᵀ, A [rows×cols].
-template <typename T> inline void transpose(int64_t rows, int64_t cols, const T* A, T* B) {
+template <typename T> ECHO_KOOPMAN_INLINE void transpose(int64_t rows, int64_t cols, const T* A, T* B) {
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j) B[j * rows + i] = A[i * cols + j];
 }
 
 // y += a·x
-template <typename T> inline void axpy(int64_t n, T a, const T* x, T* y) {
+template <typename T> ECHO_KOOPMAN_INLINE void axpy(int64_t n, T a, const T* x, T* y) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) y[j] += a * x[j];
 }
 
-template <typename T> inline T dot(int64_t n, const T* a, const T* b) {
+template <typename T> ECHO_KOOPMAN_INLINE T dot(int64_t n, const T* a, const T* b) {
   T s = 0;
 #pragma omp simd reduction(+ : s)
   for (int64_t j = 0; j < n; ++j) s += a[j] * b[j];
@@ -168,7 +172,7 @@ template <typename T> inline T dot(int64_t n, const T* a, const T* b) {
 }
 
 // ⟨Aᵀ, B⟩ = Σ_ab A[b,a] B[a,b] = tr(A B) for r×r matrices.
-template <typename T> inline T trace_of_product(int64_t r, const T* A, const T* B) {
+template <typename T> ECHO_KOOPMAN_INLINE T trace_of_product(int64_t r, const T* A, const T* B) {
   T s = 0;
   for (int64_t a = 0; a < r; ++a)
     for (int64_t b = 0; b < r; ++b) s += A[b * r + a] * B[a * r + b];
@@ -176,41 +180,85 @@ template <typename T> inline T trace_of_product(int64_t r, const T* A, const T* 
 }
 
 // C[m×n] += alpha · A·B, A(i,l) = A[i·sai + l·sal] (so Aᵀ is free), B and C
-// row-major with leading dimensions. Four rows of B per pass over a row of C
-// keep the C traffic at a quarter of the FMAs.
+// row-major with leading dimensions. Blocks of 4 rows × 64 bytes of C live in
+// registers (8 accumulators of 8 floats or 4 doubles with AVX2) while l runs over
+// the whole inner dimension; the ragged edges take a plain row loop that streams
+// four rows of B per pass over a row of C.
 template <typename T>
-inline void gemm_acc(int64_t m, int64_t n, int64_t kd, T alpha, const T* A, int64_t sai, int64_t sal,
-                     const T* B, int64_t ldb, T* C, int64_t ldc) {
-  for (int64_t i = 0; i < m; ++i) {
-    T* c = C + i * ldc;
+ECHO_KOOPMAN_INLINE void gemm_rows(int64_t i0, int64_t i1, int64_t j0, int64_t n, int64_t kd, T alpha, const T* A,
+                                   int64_t sai, int64_t sal, const T* B, int64_t ldb, T* C, int64_t ldc) {
+  for (int64_t i = i0; i < i1; ++i) {
+    T* c = C + i * ldc + j0;
     const T* a = A + i * sai;
+    const T* b = B + j0;
+    const int64_t w = n - j0;
     int64_t l = 0;
     for (; l + 4 <= kd; l += 4) {
       const T a0 = alpha * a[l * sal], a1 = alpha * a[(l + 1) * sal];
       const T a2 = alpha * a[(l + 2) * sal], a3 = alpha * a[(l + 3) * sal];
-      const T* b0 = B + l * ldb;
-      const T* b1 = b0 + ldb;
-      const T* b2 = b1 + ldb;
-      const T* b3 = b2 + ldb;
+      const T* b0 = b + l * ldb;
 #pragma omp simd
-      for (int64_t j = 0; j < n; ++j) c[j] += a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j];
+      for (int64_t j = 0; j < w; ++j) c[j] += a0 * b0[j] + a1 * b0[ldb + j] + a2 * b0[2 * ldb + j] + a3 * b0[3 * ldb + j];
     }
-    for (; l < kd; ++l) axpy(n, alpha * a[l * sal], B + l * ldb, c);
+    for (; l < kd; ++l) axpy(w, alpha * a[l * sal], b + l * ldb, c);
   }
 }
 
+// One kRows × kCols block of C, accumulated in registers over the whole inner dimension.
+template <int kRows, int kCols, typename T>
+ECHO_KOOPMAN_INLINE void gemm_block(int64_t i0, int64_t j0, int64_t kd, T alpha, const T* A, int64_t sai, int64_t sal,
+                                    const T* B, int64_t ldb, T* C, int64_t ldc) {
+  T acc[kRows][kCols] = {};
+  const T* a = A + i0 * sai;
+  const T* b = B + j0;
+  for (int64_t l = 0; l < kd; ++l) {
+    const T* bl = b + l * ldb;
+#pragma GCC unroll 4
+    for (int rho = 0; rho < kRows; ++rho) {
+      const T x = a[rho * sai + l * sal];
+#pragma omp simd
+      for (int j = 0; j < kCols; ++j) acc[rho][j] += x * bl[j];
+    }
+  }
+#pragma GCC unroll 4
+  for (int rho = 0; rho < kRows; ++rho) {
+    T* c = C + (i0 + rho) * ldc + j0;
+#pragma omp simd
+    for (int j = 0; j < kCols; ++j) c[j] += alpha * acc[rho][j];
+  }
+}
+
+template <typename T>
+ECHO_KOOPMAN_INLINE void gemm_acc(int64_t m, int64_t n, int64_t kd, T alpha, const T* A, int64_t sai, int64_t sal,
+                                  const T* B, int64_t ldb, T* C, int64_t ldc) {
+  constexpr int kRows = 4;
+  constexpr int kCols = 64 / sizeof(T);  // two AVX2 registers per row
+  constexpr int kHalf = kCols / 2;
+  const int64_t m_blocked = m - m % kRows;
+  for (int64_t i0 = 0; i0 < m_blocked; i0 += kRows) {
+    int64_t j0 = 0;
+    for (; j0 + kCols <= n; j0 += kCols) gemm_block<kRows, kCols>(i0, j0, kd, alpha, A, sai, sal, B, ldb, C, ldc);
+    if (j0 + kHalf <= n) {
+      gemm_block<kRows, kHalf>(i0, j0, kd, alpha, A, sai, sal, B, ldb, C, ldc);
+      j0 += kHalf;
+    }
+    if (j0 < n) gemm_rows(i0, i0 + kRows, j0, n, kd, alpha, A, sai, sal, B, ldb, C, ldc);
+  }
+  if (m_blocked < m) gemm_rows(m_blocked, m, 0, n, kd, alpha, A, sai, sal, B, ldb, C, ldc);
+}
+
 // X[r×n] ← L⁻¹ X (forward substitution; L lower triangular r×r).
-template <typename T> inline void solve_lower(int64_t r, int64_t n, const T* L, T* X, int64_t ldx) {
+template <typename T>
+ECHO_KOOPMAN_INLINE void solve_lower(int64_t r, int64_t n, const T* L, T* X, int64_t ldx) {
   for (int64_t i = 0; i < r; ++i) {
     T* xi = X + i * ldx;
     const T* li = L + i * r;
     int64_t k = 0;
-    for (; k + 2 <= i; k += 2) {
-      const T l0 = li[k], l1 = li[k + 1];
+    for (; k + 4 <= i; k += 4) {
+      const T l0 = li[k], l1 = li[k + 1], l2 = li[k + 2], l3 = li[k + 3];
       const T* x0 = X + k * ldx;
-      const T* x1 = x0 + ldx;
 #pragma omp simd
-      for (int64_t j = 0; j < n; ++j) xi[j] -= l0 * x0[j] + l1 * x1[j];
+      for (int64_t j = 0; j < n; ++j) xi[j] -= l0 * x0[j] + l1 * x0[ldx + j] + l2 * x0[2 * ldx + j] + l3 * x0[3 * ldx + j];
     }
     for (; k < i; ++k) axpy(n, -li[k], X + k * ldx, xi);
     const T d = li[i];
@@ -220,16 +268,16 @@ template <typename T> inline void solve_lower(int64_t r, int64_t n, const T* L, 
 }
 
 // X[r×n] ← L⁻ᵀ X (back substitution with Lᵀ).
-template <typename T> inline void solve_lower_t(int64_t r, int64_t n, const T* L, T* X, int64_t ldx) {
+template <typename T>
+ECHO_KOOPMAN_INLINE void solve_lower_t(int64_t r, int64_t n, const T* L, T* X, int64_t ldx) {
   for (int64_t i = r - 1; i >= 0; --i) {
     T* xi = X + i * ldx;
     int64_t k = i + 1;
-    for (; k + 2 <= r; k += 2) {
-      const T l0 = L[k * r + i], l1 = L[(k + 1) * r + i];
+    for (; k + 4 <= r; k += 4) {
+      const T l0 = L[k * r + i], l1 = L[(k + 1) * r + i], l2 = L[(k + 2) * r + i], l3 = L[(k + 3) * r + i];
       const T* x0 = X + k * ldx;
-      const T* x1 = x0 + ldx;
 #pragma omp simd
-      for (int64_t j = 0; j < n; ++j) xi[j] -= l0 * x0[j] + l1 * x1[j];
+      for (int64_t j = 0; j < n; ++j) xi[j] -= l0 * x0[j] + l1 * x0[ldx + j] + l2 * x0[2 * ldx + j] + l3 * x0[3 * ldx + j];
     }
     for (; k < r; ++k) axpy(n, -L[k * r + i], X + k * ldx, xi);
     const T d = L[i * r + i];
@@ -239,14 +287,14 @@ template <typename T> inline void solve_lower_t(int64_t r, int64_t n, const T* L
 }
 
 // X ← L⁻¹ Xᵀ L⁻ᵀ, i.e. (L⁻¹ X L⁻ᵀ)ᵀ: two solves around a transpose. tmp: r×r.
-template <typename T> inline void sandwich_lower(int64_t r, const T* L, T* X, T* tmp) {
+template <typename T> ECHO_KOOPMAN_INLINE void sandwich_lower(int64_t r, const T* L, T* X, T* tmp) {
   solve_lower(r, r, L, X, r);
   transpose(r, r, X, tmp);
   solve_lower(r, r, L, tmp, r);
   std::memcpy(X, tmp, sizeof(T) * r * r);
 }
 // X ← L⁻ᵀ Xᵀ L⁻¹, i.e. (L⁻ᵀ X L⁻¹)ᵀ.
-template <typename T> inline void sandwich_lower_t(int64_t r, const T* L, T* X, T* tmp) {
+template <typename T> ECHO_KOOPMAN_INLINE void sandwich_lower_t(int64_t r, const T* L, T* X, T* tmp) {
   solve_lower_t(r, r, L, X, r);
   transpose(r, r, X, tmp);
   solve_lower_t(r, r, L, tmp, r);
@@ -256,7 +304,7 @@ template <typename T> inline void sandwich_lower_t(int64_t r, const T* L, T* X, 
 // Lower Cholesky factor of A + jitter·I (A symmetric). A pivot that is not above
 // eps·max_i(A_ii + jitter) counts as a failure: such a matrix is singular to
 // working precision, and a factor built on rounding noise would be garbage.
-template <typename T> inline bool cholesky(int64_t r, const T* A, T jitter, T* L) {
+template <typename T> ECHO_KOOPMAN_INLINE bool cholesky(int64_t r, const T* A, T jitter, T* L) {
   T max_diag = 0;
   for (int64_t i = 0; i < r; ++i) max_diag = std::max(max_diag, A[i * r + i] + jitter);
   const T tol = std::numeric_limits<T>::epsilon() * max_diag;
@@ -282,7 +330,7 @@ template <typename T> inline bool cholesky(int64_t r, const T* A, T jitter, T* L
 // that fail too (f32 statistics of a very long run of one repeated key), the
 // jitter grows tenfold a few times, so that the output stays finite. Only
 // non-finite statistics get through all attempts, and then L (hence y) is NaN.
-template <typename T> inline void cholesky_with_retry(int64_t r, const T* A, T* L) {
+template <typename T> ECHO_KOOPMAN_INLINE void cholesky_with_retry(int64_t r, const T* A, T* L) {
   if (cholesky(r, A, T(0), L)) return;
   T jitter = T(1e-4);
   for (int attempt = 0; attempt < 10; ++attempt, jitter *= T(10))
@@ -292,7 +340,7 @@ template <typename T> inline void cholesky_with_retry(int64_t r, const T* A, T* 
 
 // σ̂ by the spec's power iteration on W (given Wᵀ): v₀ = 𝟙/√r; repeat
 // u = Wv/max(‖Wv‖,1e-8), v = Wᵀu/max(‖Wᵀu‖,1e-8); σ̂ = ‖Wv‖.
-template <typename T> inline T power_sigma(int64_t r, const T* Wt, int iters, T* u, T* v) {
+template <typename T> ECHO_KOOPMAN_INLINE T power_sigma(int64_t r, const T* Wt, int iters, T* u, T* v) {
   const T floor = T(1e-8);
   for (int64_t i = 0; i < r; ++i) v[i] = T(1) / std::sqrt(T(r));
   auto apply_W = [&](const T* x, T* out) {  // out = W x = Σ_j x_j Wᵀ[j,:]
@@ -313,7 +361,7 @@ template <typename T> inline T power_sigma(int64_t r, const T* Wt, int iters, T*
   return std::sqrt(dot(r, u, u));
 }
 
-template <typename T> inline T filter_coefficient(const T* coef, int K, int j) {
+template <typename T> ECHO_KOOPMAN_INLINE T filter_coefficient(const T* coef, int K, int j) {
   return coef ? coef[j] : (j == K ? T(1) : T(0));
 }
 
@@ -354,7 +402,10 @@ ECHO_KOOPMAN_CLONES void build_operator(int64_t r, int64_t P, int K, int iters, 
   set_zero(F, rr);
   T s_j = 1;
   for (int j = 0; j <= K; ++j) {
-    if (j > 0) {
+    if (j == 1) {
+      std::memcpy(power, Wt, sizeof(T) * rr);
+      s_j = s;
+    } else if (j > 1) {
       set_zero(tmp, rr);
       gemm_acc(r, r, r, T(1), power, r, 1, Wt, r, tmp, r);
       std::swap(power, tmp);
@@ -469,7 +520,7 @@ void forward_cpu(const Geometry& g, const Inputs<T>& in, const OperatorState<T>&
     }
   });
   const T ridge = static_cast<T>(g.ridge);
-  parallel_tasks(large, BH * g.n_ops, [&](int64_t idx) {
+  auto build = [&](int64_t idx) {  // operator idx = (n·H + h)·n_ops + o
     const int64_t h = (idx / g.n_ops) % g.H, o = idx % g.n_ops;
     if (g.empty_op(o)) {  // chunk 0 reads empty statistics: y = 0 there
       set_zero(st.L + idx * rr, rr);
@@ -483,13 +534,21 @@ void forward_cpu(const Geometry& g, const Inputs<T>& in, const OperatorState<T>&
     build_operator(r, P, g.K, g.iters, ridge, in.gamma, in.coef ? in.coef + h * (g.K + 1) : nullptr,
                    st.G + idx * rr, st.M + idx * rr, st.Ct + idx * rP, st.L + idx * rr, st.Wt + idx * rr,
                    st.Zt + idx * rr, st.Rt + idx * rP, st.sigma + idx, st.alpha + idx);
-  });
-  if (!y) return;
-  parallel_tasks(large, BH * nC, [&](int64_t idx) {
+  };
+  auto readout = [&](int64_t idx) {  // chunk idx = (n·H + h)·n_chunks + c
     const int64_t n = idx / (g.H * nC), h = (idx / nC) % g.H, c = idx % nC;
     const int64_t o = g.op_of_chunk(c), op_idx = (n * g.H + h) * g.n_ops + o;
     chunk_readout(g, in, n, h, c, g.empty_op(o) ? nullptr : st.Rt + op_idx * rP, y);
-  });
+  };
+  if (!g.prefix) {  // operator c is read by chunk c alone: build and read out in one task
+    parallel_tasks(large, BH * nC, [&](int64_t idx) {
+      build(idx);
+      if (y) readout(idx);
+    });
+    return;
+  }
+  parallel_tasks(large, BH, build);
+  if (y) parallel_tasks(large, BH * nC, readout);
 }
 
 // ---------------------------------------------------------------------------------
@@ -536,10 +595,14 @@ ECHO_KOOPMAN_CLONES void operator_backward(int64_t r, int64_t P, int K, T s, con
   set_identity(power, r);
   T ds_value = 0, s_j = 1, s_j_minus_1 = 0;  // s^j and s^{j-1}
   for (int j = 0; j <= K; ++j) {
-    if (j > 0) {
+    if (j == 1) {
+      std::memcpy(power, Wt, sizeof(T) * rr);
+    } else if (j > 1) {
       set_zero(next, rr);
       gemm_acc(r, r, r, T(1), power, r, 1, Wt, r, next, r);
       std::swap(power, next);
+    }
+    if (j > 0) {
       s_j_minus_1 = s_j;
       s_j *= s;
     }
@@ -611,25 +674,32 @@ ECHO_KOOPMAN_CLONES void chunk_token_backward(const Geometry& g, const Inputs<T>
   }
   if (!dG || !(gr.dk || gr.dv || gr.dbeta)) return;
 
-  T* buf = scratch<T>(4 * len * r + len * P + P * r + r * r);
-  T* A1 = buf;            // rows k_tᵀ dG
-  T* B1 = A1 + len * r;   // rows v_tᵀ dC
-  T* E1 = B1 + len * r;   // rows k_{t-1}ᵀ dMᵀ
-  T* F1 = E1 + len * r;   // rows k_{t+1}ᵀ dM (of the pair's chunk)
-  T* G1 = F1 + len * r;   // rows k_tᵀ dCᵀ
-  T* dC = G1 + len * P;   // P×r
-  T* dMt = dC + P * r;    // r×r
-  set_zero(buf, 4 * len * r + len * P);
-
-  gemm_acc(len, r, r, T(1), k0, ldk, 1, dG, r, A1, r);
+  // One GEMM of the key rows t0-1 … t1 (those that exist) against [dG | dMᵀ | dM | dCᵀ]
+  // gives, per token, k_tᵀdG, k_{t-1}ᵀdMᵀ (from the row above), k_{t+1}ᵀdM (from the
+  // row below) and k_tᵀdCᵀ; a second one gives v_tᵀdC.
+  const int64_t first = t0 > 0 ? t0 - 1 : t0, last = t1 < g.T ? t1 : t1 - 1;  // key rows used
+  const int64_t rows = last - first + 1, width = 3 * r + P;
+  T* buf = scratch<T>(r * width + rows * width + len * r + P * r + 2 * r);
+  T* Bcat = buf;                   // r × width
+  T* Q = Bcat + r * width;         // rows × width
+  T* B1 = Q + rows * width;        // rows v_tᵀ dC (len × r)
+  T* dC = B1 + len * r;            // P × r
+  T* f_last = dC + P * r;          // k_{t1}ᵀ dM_next
+  T* zeros = f_last + r;
+  for (int64_t i = 0; i < r; ++i) {
+    T* row = Bcat + i * width;
+    std::memcpy(row, dG + i * r, sizeof(T) * r);
+    for (int64_t j = 0; j < r; ++j) row[r + j] = dM[j * r + i];
+    std::memcpy(row + 2 * r, dM + i * r, sizeof(T) * r);
+    std::memcpy(row + 3 * r, dCt + i * P, sizeof(T) * P);
+  }
+  set_zero(Q, rows * width);
+  gemm_acc(rows, width, r, T(1), in.k + ((n * g.T + first) * g.H + h) * r, ldk, 1, Bcat, width, Q, width);
   transpose(r, P, dCt, dC);
+  set_zero(B1, len * r);
   gemm_acc(len, r, P, T(1), v0, ldv, 1, dC, r, B1, r);
-  transpose(r, r, dM, dMt);
-  const int64_t skip = t0 == 0 ? 1 : 0;
-  if (len > skip) gemm_acc(len - skip, r, r, T(1), k0 + (skip - 1) * ldk, ldk, 1, dMt, r, E1 + skip * r, r);
-  if (len > 1) gemm_acc(len - 1, r, r, T(1), k0 + ldk, ldk, 1, dM, r, F1, r);
-  if (t1 < g.T && dM_next) gemm_acc(1, r, r, T(1), k0 + len * ldk, ldk, 1, dM_next, r, F1 + (len - 1) * r, r);
-  gemm_acc(len, P, r, T(1), k0, ldk, 1, dCt, P, G1, P);
+  set_zero(f_last, 2 * r);
+  if (t1 < g.T && dM_next) gemm_acc(1, r, r, T(1), k0 + len * ldk, ldk, 1, dM_next, r, f_last, r);
 
   for (int64_t i = 0; i < len; ++i) {
     const int64_t t = t0 + i;
@@ -638,13 +708,18 @@ ECHO_KOOPMAN_CLONES void chunk_token_backward(const Geometry& g, const Inputs<T>
     const T w = token_weight(in, g, n, t, h), l = lag_weight(in, g, n, t, h);
     const T l_next = lag_weight(in, g, n, t + 1, h);
     const T* kt = k0 + i * ldk;
-    const T *a = A1 + i * r, *bb = B1 + i * r, *e = E1 + i * r, *f = F1 + i * r;
+    const T* q_row = Q + (t - first) * width;
+    const T* a = q_row;                                             // k_tᵀ dG
+    const T* e = t > 0 ? Q + (t - 1 - first) * width + r : zeros;  // k_{t-1}ᵀ dMᵀ
+    const T* f = t + 1 < t1 ? Q + (t + 1 - first) * width + 2 * r : f_last;  // k_{t+1}ᵀ dM(pair's chunk)
+    const T* gk = q_row + 3 * r;                                    // k_tᵀ dCᵀ
+    const T* bb = B1 + i * r;                                       // v_tᵀ dC
     if (gr.dk) {
       T* dkt = gr.dk + row_k + i * ldk;
 #pragma omp simd
       for (int64_t j = 0; j < r; ++j) dkt[j] += T(2) * w * a[j] + w * bb[j] + l * e[j] + l_next * f[j];
     }
-    if (gr.dv) axpy(P, w, G1 + i * P, gr.dv + row_v + i * ldv);
+    if (gr.dv) axpy(P, w, gk, gr.dv + row_v + i * ldv);
     if (gr.dbeta)
       gr.dbeta[(n * g.T + t) * g.H + h] += m * (dot(r, kt, a) + dot(r, kt, bb)) + m * m_prev * dot(r, kt, e);
   }
