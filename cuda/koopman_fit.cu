@@ -362,7 +362,10 @@ __global__ void operator_kernel(OperatorArgs a) {
   block_fill(rr, 0.f, F);
   float s_j = 1.f;
   for (int j = 0; j <= a.K; ++j) {
-    if (j > 0) {
+    if (j == 1) {
+      block_copy(rr, Wts, power);
+      s_j = s;
+    } else if (j > 1) {
       block_gemm(r, r, r, 1.f, power, r, 1, Wts, r, 1, next, r, false);
       float* t = power;
       power = next;
@@ -480,11 +483,15 @@ __global__ void operator_backward_kernel(OperatorBackwardArgs a) {
   block_identity(r, power);
   float ds = 0.f, s_j = 1.f, s_j_minus_1 = 0.f;
   for (int j = 0; j <= K; ++j) {
-    if (j > 0) {
+    if (j == 1) {
+      block_copy(rr, Wts, power);
+    } else if (j > 1) {
       block_gemm(r, r, r, 1.f, power, r, 1, Wts, r, 1, next, r, false);
       float* t = power;
       power = next;
       next = t;
+    }
+    if (j > 0) {
       s_j_minus_1 = s_j;
       s_j *= s;
     }

@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "autograd/random.h"
@@ -734,28 +735,36 @@ void backward_cpu(const Geometry& g, const Inputs<T>& in, const OperatorState<T>
   const bool need_tokens = gr.dk || gr.dv || gr.dbeta;
   const bool need_stats = need_tokens || gr.dgamma || gr.dcoef;
 
-  std::vector<T> dG, dM, dCt, ds, dcoef;
+  // Per-operator gradients of the statistics; every slot is written below.
+  std::unique_ptr<T[]> dG, dM, dCt, ds, dcoef;
   if (need_stats) {
-    dG.assign(BH * nO * rr, T(0));
-    dM.assign(BH * nO * rr, T(0));
-    dCt.assign(BH * nO * rP, T(0));
-    ds.assign(BH * nO, T(0));
-    dcoef.assign(BH * nO * (K + 1), T(0));
+    dG.reset(new T[BH * nO * rr]);
+    dM.reset(new T[BH * nO * rr]);
+    dCt.reset(new T[BH * nO * rP]);
+    ds.reset(new T[BH * nO]);
+    dcoef.reset(new T[BH * nO * (K + 1)]);
     parallel_tasks(large, BH * nO, [&](int64_t idx) {
       const int64_t n = idx / (g.H * nO), h = (idx / nO) % g.H, o = idx % nO;
-      if (g.empty_op(o)) return;  // built from no tokens: nothing to send back
+      if (g.empty_op(o)) {  // built from no tokens: nothing to send back
+        set_zero(dG.get() + idx * rr, rr);
+        set_zero(dM.get() + idx * rr, rr);
+        set_zero(dCt.get() + idx * rP, rP);
+        ds[idx] = 0;
+        set_zero(dcoef.get() + idx * (K + 1), K + 1);
+        return;
+      }
       T* dRt = scratch<T>(rP, 1);
       readout_backward(g, in, n, h, o, dy, dRt);
       operator_backward(r, P, K, in.gamma * st.alpha[idx], in.coef ? in.coef + h * (K + 1) : nullptr,
                         st.L + idx * rr, st.Wt + idx * rr, st.Zt + idx * rr, st.Ct + idx * rP, dRt,
-                        dG.data() + idx * rr, dM.data() + idx * rr, dCt.data() + idx * rP, ds.data() + idx,
-                        gr.dcoef ? dcoef.data() + idx * (K + 1) : nullptr);
+                        dG.get() + idx * rr, dM.get() + idx * rr, dCt.get() + idx * rP, ds.get() + idx,
+                        gr.dcoef ? dcoef.get() + idx * (K + 1) : nullptr);
     });
     if (!g.prefix && need_tokens)
       parallel_tasks(large, BH, [&](int64_t bh) {
-        reverse_exclusive_prefix(dG.data() + bh * nO * rr, nO, rr);
-        reverse_exclusive_prefix(dM.data() + bh * nO * rr, nO, rr);
-        reverse_exclusive_prefix(dCt.data() + bh * nO * rP, nO, rP);
+        reverse_exclusive_prefix(dG.get() + bh * nO * rr, nO, rr);
+        reverse_exclusive_prefix(dM.get() + bh * nO * rr, nO, rr);
+        reverse_exclusive_prefix(dCt.get() + bh * nO * rP, nO, rP);
       });
   }
   if (gr.dq || need_tokens)
@@ -766,10 +775,10 @@ void backward_cpu(const Geometry& g, const Inputs<T>& in, const OperatorState<T>
       const int64_t s = g.op_of_chunk(c);  // where this chunk's statistics gradient lives
       const int64_t s_next = g.prefix ? 0 : c + 1;
       const bool has_stats = need_tokens && (g.prefix || c + 1 < nC);  // the last chunk feeds no operator
-      chunk_token_backward(g, in, n, h, c, Rt, dy, has_stats ? dG.data() + (bh * nO + s) * rr : nullptr,
-                           has_stats ? dM.data() + (bh * nO + s) * rr : nullptr,
-                           has_stats ? dCt.data() + (bh * nO + s) * rP : nullptr,
-                           has_stats && s_next < nO ? dM.data() + (bh * nO + s_next) * rr : nullptr, gr);
+      chunk_token_backward(g, in, n, h, c, Rt, dy, has_stats ? dG.get() + (bh * nO + s) * rr : nullptr,
+                           has_stats ? dM.get() + (bh * nO + s) * rr : nullptr,
+                           has_stats ? dCt.get() + (bh * nO + s) * rP : nullptr,
+                           has_stats && s_next < nO ? dM.get() + (bh * nO + s_next) * rr : nullptr, gr);
     });
   // Scalar reductions in a fixed order (deterministic).
   if (gr.dgamma) {

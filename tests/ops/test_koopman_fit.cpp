@@ -735,9 +735,11 @@ TEST(KoopmanFit, CudaMatchesCpu) {
   expect_cuda_matches_cpu(s, 62);
   s.prefix = false, s.beta = false, s.coef = false, s.K = 0;
   expect_cuda_matches_cpu(s, 63);
-  s.r = 56, s.P = 64, s.K = 2, s.coef = true, s.T = 200;
+  // Large r: chunks of ≥ 2r tokens keep G well conditioned, so that f32 rounding
+  // differences between the two backends stay small.
+  s.r = 56, s.P = 64, s.K = 2, s.coef = true, s.S = 128, s.T = 300;
   expect_cuda_matches_cpu(s, 64);
-  s.r = 64, s.P = 128, s.S = 32, s.T = 100, s.H = 1, s.beta = true;
+  s.r = 64, s.P = 128, s.H = 1, s.beta = true;
   expect_cuda_matches_cpu(s, 65);
   s.r = 5, s.P = 3, s.S = 8, s.T = 37, s.K = 3, s.prefix = true;
   expect_cuda_matches_cpu(s, 66);
