@@ -24,11 +24,11 @@ namespace {
 //             head   dM = dY Xᵀ, dX += Mᵀ dY         2 · Q(Q+1)/2 · P
 //                    E_c, V = B dSᵀ, dB_S, U = dY h  4 · Q P N
 // Elementwise work (exp, the segment-sum gradients) is O(Q²) per head and left out.
-// Sorted wall times in ms of fn() over `iters` runs after one warm-up (the same
+// Sorted wall times in ms of fn() over `iters` runs after `warmup` runs (the same
 // protocol as median_ms in bench_common.h; the minimum is reported too because
 // a shared machine's load only ever adds time).
-std::vector<double> times_ms(const std::function<void()>& fn, int iters) {
-  fn();
+std::vector<double> times_ms(const std::function<void()>& fn, int iters, int warmup) {
+  for (int i = 0; i < warmup; ++i) fn();
   std::vector<double> t;
   for (int i = 0; i < iters; ++i) {
     device_synchronize();
@@ -60,7 +60,7 @@ Flops count_flops(int64_t b, int64_t T, int64_t H, int64_t P, int64_t N, int64_t
 }  // namespace
 
 nlohmann::json bench_ssd_scan(const std::string& device, int64_t b, int64_t T, int64_t H, int64_t P, int64_t N,
-                              int iters, int64_t G, int64_t chunk, const std::string& dtype) {
+                              int iters, int64_t G, int64_t chunk, const std::string& dtype, int warmup) {
   if (device != "cpu" && device != "cuda") throw std::runtime_error("bench ssd_scan: device must be cpu or cuda");
   if (dtype != "f32" && dtype != "f64") throw std::runtime_error("bench ssd_scan: dtype must be f32 or f64");
   const Device dev = device == "cuda" ? Device::CUDA : Device::CPU;
@@ -80,7 +80,7 @@ nlohmann::json bench_ssd_scan(const std::string& device, int64_t b, int64_t T, i
         NoGrad ng;
         ssd_scan(x, dt, A, B, C, D, Tensor(), chunk);
       },
-      iters);
+      iters, warmup);
   std::vector<Tensor> leaves = {x, dt, A, B, C, D};
   for (auto& l : leaves) l = l.detach().set_requires_grad(true);
   const std::vector<double> fwd_bwd = times_ms(
@@ -89,7 +89,7 @@ nlohmann::json bench_ssd_scan(const std::string& device, int64_t b, int64_t T, i
         SsdResult r = ssd_scan(leaves[0], leaves[1], leaves[2], leaves[3], leaves[4], leaves[5], Tensor(), chunk);
         run_backward({r.y, r.h_final}, {dy, dhf});
       },
-      iters);
+      iters, warmup);
   const double fwd_ms = fwd[fwd.size() / 2], fwd_bwd_ms = fwd_bwd[fwd_bwd.size() / 2];
 
   const Flops f = count_flops(b, T, H, P, N, G, chunk);
@@ -122,6 +122,19 @@ nlohmann::json bench_ssd_scan(const std::string& device, int64_t b, int64_t T, i
   j["forward_gb_per_s"] = fwd_bytes / (fwd_ms * 1e6);
   j["forward_backward_gb_per_s"] = (fwd_bytes + bwd_bytes) / (fwd_bwd_ms * 1e6);
   return j;
+}
+
+Benchmark benchmark_ssd_scan() {
+  Benchmark bm;
+  bm.name = "ssd_scan";
+  bm.description = "Mamba-2 chunked selective scan, forward and forward+backward, with FLOP/byte counts";
+  bm.default_sizes = {{"b", 4}, {"T", 1024}, {"H", 8}, {"P", 64}, {"N", 64}, {"G", 1}, {"chunk", 64}, {"f64", 0}};
+  bm.run = [](const BenchConfig& c) {
+    return std::vector<nlohmann::json>{bench_ssd_scan(
+        c.device == Device::CUDA ? "cuda" : "cpu", c.size("b"), c.size("T"), c.size("H"), c.size("P"), c.size("N"),
+        c.iters, c.size("G"), c.size("chunk"), c.size("f64") ? "f64" : "f32", c.warmup)};
+  };
+  return bm;
 }
 
 }  // namespace echo::bench
