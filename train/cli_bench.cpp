@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "autograd/device.h"
+#include "bench/bench_koopman_fit.h"
 #include "bench/bench_unary.h"
 #include "train/cli.h"
 
@@ -15,6 +16,7 @@ namespace {
 std::vector<bench::Benchmark> benchmarks() {
   return {
       bench::benchmark_unary(),
+      bench::benchmark_koopman_fit(),
   };
 }
 
