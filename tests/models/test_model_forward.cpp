@@ -244,3 +244,43 @@ TEST(ModelDecode, AttentionCacheGrowsPerToken) {
 
 }  // namespace
 }  // namespace echo
+
+namespace echo {
+namespace {
+
+// ---- CUDA against the CPU (runs where a GPU is present; skips elsewhere) ------------
+
+TEST(ModelCuda, ForwardBackwardAndDecodeMatchCpu) {
+  ECHO_REQUIRE_GPU();
+  for (const char* pattern : {"MSA", "SM"}) {
+    SCOPED_TRACE(pattern);
+    ModelConfig c = tiny_config(pattern, "koopman");
+    c.ska->write_gate = true;
+    c.ska->filter = "poly";
+    c.ska->ridge = 1e-2;  // well-conditioned Gram matrices: f32 vs f32 compares kernels, not conditioning
+    auto cpu = make_model(c, 60), gpu = make_model(c, 60);
+    perturb_parameters(*cpu, 61);
+    perturb_parameters(*gpu, 61);
+    gpu->to(Device::CUDA);
+    Rng rng(62);
+    Tensor tokens = random_tokens(2, 19, 11, rng);
+    Tensor targets = random_targets(2, 19, 11, rng);
+
+    EXPECT_LT(testing::max_rel_diff(gpu->forward(tokens).to(Device::CPU), cpu->forward(tokens)), 1e-3);
+    Tensor lc = cpu->loss(tokens, targets), lg = gpu->loss(tokens, targets);
+    EXPECT_NEAR(lg.item(), lc.item(), 1e-4 * std::fabs(lc.item()));
+    lc.backward();
+    lg.backward();
+    for (size_t i = 0; i < cpu->params().size(); ++i) {
+      const auto& pc = cpu->params().all()[i];
+      const auto& pg = gpu->params().all()[i];
+      ASSERT_TRUE(pc.tensor.grad().defined() && pg.tensor.grad().defined()) << pc.name;
+      EXPECT_LT(testing::max_rel_diff(pg.tensor.grad().to(Device::CPU), pc.tensor.grad()), 5e-3) << pc.name;
+    }
+    // Streaming decode on the GPU against its own parallel forward.
+    EXPECT_LT(decode_vs_forward(*gpu, tokens), 1e-3);
+  }
+}
+
+}  // namespace
+}  // namespace echo
