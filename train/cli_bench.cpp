@@ -5,6 +5,7 @@
 
 #include "autograd/device.h"
 #include "bench/bench_koopman_fit.h"
+#include "bench/bench_ssd_scan.h"
 #include "bench/bench_unary.h"
 #include "train/cli.h"
 
@@ -17,6 +18,7 @@ std::vector<bench::Benchmark> benchmarks() {
   return {
       bench::benchmark_unary(),
       bench::benchmark_koopman_fit(),
+      bench::benchmark_ssd_scan(),
   };
 }
 
