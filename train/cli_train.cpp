@@ -102,7 +102,28 @@ void add_train_commands(CLI::App& app) {
   t->callback([a, t] {
     TrainOptions& o = a->options;
     const bool resume = o.resume;
-    if (!resume || !a->model.empty() || !a->config.empty()) {
+    // Options from a file's "train" object, then the flags given on the command line on top.
+    auto apply_file_then_flags = [&](const nlohmann::json& train_json) {
+      TrainOptions from_flags = o;
+      apply_train_json(train_json, o);
+      auto given = [&](const char* name) { return t->get_option(name)->count() > 0; };
+#define ECHO_FLAG(name, field) if (given(name)) o.field = from_flags.field;
+      ECHO_FLAG("--steps", steps) ECHO_FLAG("--stop-after", stop_after) ECHO_FLAG("--batch", batch)
+      ECHO_FLAG("--grad-accum", grad_accum) ECHO_FLAG("--lr", lr) ECHO_FLAG("--min-lr-ratio", min_lr_ratio)
+      ECHO_FLAG("--warmup", warmup) ECHO_FLAG("--weight-decay", weight_decay) ECHO_FLAG("--beta1", beta1)
+      ECHO_FLAG("--beta2", beta2) ECHO_FLAG("--clip", clip) ECHO_FLAG("--spike-factor", spike_factor)
+      ECHO_FLAG("--max-bad-steps", max_bad_steps) ECHO_FLAG("--seed", seed) ECHO_FLAG("--device", device)
+      ECHO_FLAG("--threads", threads) ECHO_FLAG("--log-every", log_every) ECHO_FLAG("--eval-every", eval_every)
+      ECHO_FLAG("--eval-examples", eval_examples) ECHO_FLAG("--ckpt-every", ckpt_every)
+      ECHO_FLAG("--keep-last", keep_last)
+#undef ECHO_FLAG
+    };
+    if (resume && a->model.empty() && a->config.empty()) {
+      // --resume alone: the stored training options, with any flag given on top.
+      const std::string latest = o.out + "/latest.h5";
+      CheckpointContents header = read_checkpoint_header(latest);
+      if (header.train_config) apply_file_then_flags(*header.train_config);
+    } else {
       if (!a->model.empty() && !a->config.empty()) throw std::runtime_error("give either --model or --config, not both");
       nlohmann::json model_json;
       if (!a->model.empty()) {
@@ -123,25 +144,7 @@ void add_train_commands(CLI::App& app) {
                                        "' (a train config has 'model' and 'train')");
           if (!j.contains("model")) throw std::runtime_error("--config " + a->config + ": key 'model' missing");
           model_json = j["model"].is_string() ? preset(j["model"].get<std::string>()).to_json() : j["model"];
-          TrainOptions file_opts = o;
-          if (j.contains("train")) apply_train_json(j["train"], file_opts);
-          // Flags given on the command line win over the file.
-          TrainOptions from_flags = o;
-          o = file_opts;
-          auto given = [&](const char* name) { return t->get_option(name)->count() > 0; };
-#define ECHO_FLAG(name, field) if (given(name)) o.field = from_flags.field;
-          ECHO_FLAG("--steps", steps) ECHO_FLAG("--stop-after", stop_after) ECHO_FLAG("--batch", batch)
-          ECHO_FLAG("--grad-accum", grad_accum) ECHO_FLAG("--lr", lr) ECHO_FLAG("--min-lr-ratio", min_lr_ratio)
-          ECHO_FLAG("--warmup", warmup) ECHO_FLAG("--weight-decay", weight_decay) ECHO_FLAG("--beta1", beta1)
-          ECHO_FLAG("--beta2", beta2) ECHO_FLAG("--clip", clip) ECHO_FLAG("--spike-factor", spike_factor)
-          ECHO_FLAG("--max-bad-steps", max_bad_steps) ECHO_FLAG("--seed", seed) ECHO_FLAG("--device", device)
-          ECHO_FLAG("--threads", threads) ECHO_FLAG("--log-every", log_every) ECHO_FLAG("--eval-every", eval_every)
-          ECHO_FLAG("--eval-examples", eval_examples) ECHO_FLAG("--ckpt-every", ckpt_every)
-          ECHO_FLAG("--keep-last", keep_last)
-#undef ECHO_FLAG
-          o.out = from_flags.out;
-          o.resume = from_flags.resume;
-          o.quiet = from_flags.quiet;
+          if (j.contains("train")) apply_file_then_flags(j["train"]);
         } else {
           model_json = j;
         }

@@ -136,9 +136,6 @@ TrainSummary train(const TrainOptions& opt_in) {
   for (const auto& spec : o.tasks) {
     tasks.push_back(make_task(spec));
     task_ptrs.push_back(tasks.back().get());
-    if (tasks.back()->vocab_size() > o.model.vocab_size)
-      throw std::runtime_error("train: task " + spec + " uses " + std::to_string(tasks.back()->vocab_size()) +
-                               " tokens but the model's vocab_size is " + std::to_string(o.model.vocab_size));
   }
   if (o.threads > 0) set_num_threads(o.threads);
   const Device device = o.device == "cuda" ? Device::CUDA : Device::CPU;
@@ -156,6 +153,10 @@ TrainSummary train(const TrainOptions& opt_in) {
     validate_config(o.model);
     model = make_model(o.model, o.seed);
   }
+  for (size_t i = 0; i < tasks.size(); ++i)
+    if (tasks[i]->vocab_size() > o.model.vocab_size)
+      throw std::runtime_error("train: task " + o.tasks[i] + " uses " + std::to_string(tasks[i]->vocab_size()) +
+                               " tokens but the model's vocab_size is " + std::to_string(o.model.vocab_size));
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw std::runtime_error("train: cannot create " + dir.string() + ": " + ec.message());

@@ -1,0 +1,332 @@
+// Training loop, checkpoints and the train/eval/init/info CLI.
+#include <signal.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "models/config.h"
+#include "models/lm.h"
+#include "models/params.h"
+#include "test_util.h"
+#include "train/checkpoint.h"
+#include "train/h5io.h"
+#include "train/trainer.h"
+#include "train_util.h"
+
+using namespace echo;
+using namespace echo::testing;
+
+namespace {
+
+// A tiny model with every layer kind that trains in a few ms per step.
+ModelConfig tiny_config(const std::string& pattern = "MS") {
+  ModelConfig c = preset("ska-1m");
+  nlohmann::json j = c.to_json();
+  j["d_model"] = 32;
+  j["n_layers"] = (int)pattern.size();
+  j["layer_pattern"] = pattern;
+  j["d_ff"] = 48;
+  j["mamba"]["d_state"] = 8;
+  j["mamba"]["headdim"] = 16;
+  j["mamba"]["chunk_size"] = 8;
+  j["ska"]["heads"] = 2;
+  j["ska"]["rank"] = 8;
+  j["ska"]["head_dim_v"] = 8;
+  j["ska"]["chunk_size"] = 8;
+  j["attn"] = {{"heads", 2}, {"head_dim", 16}, {"rope_base", 10000.0}};
+  return parse_config(j);
+}
+
+TrainOptions tiny_run(const std::string& out, int64_t steps) {
+  TrainOptions o;
+  o.model = tiny_config();
+  o.tasks = {"mqar:M=2,gap=5"};
+  o.steps = steps;
+  o.batch = 4;
+  o.warmup = 10;
+  o.lr = 3e-3;
+  o.log_every = 1;
+  o.eval_examples = 8;
+  o.out = out;
+  o.quiet = true;
+  return o;
+}
+
+std::map<int64_t, double> losses(const std::string& metrics_path) {
+  std::map<int64_t, double> out;
+  std::ifstream f(metrics_path);
+  for (std::string line; std::getline(f, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("loss") && !j.contains("eval")) out[j["step"].get<int64_t>()] = j["loss"].get<double>();
+  }
+  return out;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+}  // namespace
+
+TEST(Trainer, ResumeIsBitIdenticalToAnUninterruptedRun) {
+  TempDir a, b;
+  train(tiny_run(a.path(), 400));
+  TrainOptions first = tiny_run(b.path(), 400);
+  first.stop_after = 200;
+  TrainSummary s1 = train(first);
+  EXPECT_EQ(s1.final_step, 200);
+  TrainOptions second = tiny_run(b.path(), 400);
+  second.resume = true;
+  TrainSummary s2 = train(second);
+  EXPECT_EQ(s2.final_step, 400);
+  auto la = losses(a.file("metrics.jsonl")), lb = losses(b.file("metrics.jsonl"));
+  ASSERT_EQ(la.size(), 400u);
+  ASSERT_EQ(lb.size(), 400u);
+  int compared = 0;
+  for (int64_t step = 201; step <= 400; ++step) {
+    ASSERT_TRUE(lb.count(step)) << step;
+    EXPECT_EQ(la[step], lb[step]) << "step " << step << " differs after resume";  // bit-identical
+    ++compared;
+  }
+  EXPECT_EQ(compared, 200);
+  EXPECT_LT(la[400], la[1]) << "the loss went down";
+  // The final models agree exactly as well.
+  auto ma = load_model(a.file("latest.h5")), mb = load_model(b.file("latest.h5"));
+  for (const auto& p : ma->params().all())
+    EXPECT_EQ(p.tensor.to_vector(), mb->params().get(p.name).to_vector()) << p.name;
+}
+
+TEST(Trainer, RunDirectoryHoldsConfigMetricsAndCheckpoints) {
+  TempDir d;
+  TrainOptions o = tiny_run(d.path(), 12);
+  o.ckpt_every = 4;
+  o.keep_last = 2;
+  o.eval_every = 6;
+  o.log_every = 3;
+  train(o);
+  auto entries = d.entries();
+  for (const char* f : {"config.json", "metrics.jsonl", "latest.h5", "ckpt_8.h5", "ckpt_12.h5"})
+    EXPECT_NE(std::find(entries.begin(), entries.end(), f), entries.end()) << f;
+  EXPECT_EQ(std::find(entries.begin(), entries.end(), "ckpt_4.h5"), entries.end()) << "keep_last=2";
+  for (const auto& e : entries) EXPECT_EQ(e.find(".tmp"), std::string::npos) << "temporary file left: " << e;
+  auto cfg = nlohmann::json::parse(read_text(d.file("config.json")));
+  EXPECT_EQ(cfg["model"]["layer_pattern"], "MS");
+  EXPECT_EQ(cfg["train"]["steps"], 12);
+  bool saw_eval = false, saw_step = false;
+  std::ifstream f(d.file("metrics.jsonl"));
+  for (std::string line; std::getline(f, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("eval")) {
+      saw_eval = true;
+      EXPECT_TRUE(j["accuracy"].contains("mqar:M=2,gap=5"));
+    } else if (j.contains("loss")) {
+      saw_step = true;
+      for (const char* k : {"step", "loss", "lr", "tokens_per_s", "grad_norm"}) EXPECT_TRUE(j.contains(k)) << k;
+    }
+  }
+  EXPECT_TRUE(saw_eval);
+  EXPECT_TRUE(saw_step);
+}
+
+TEST(Checkpoint, HoldsEveryParameterUnderItsSpecPath) {
+  TempDir d;
+  auto model = make_model(tiny_config("MSA"), 3);
+  save_checkpoint(d.file("ck.h5"), *model, nullptr, nullptr, nullptr);
+  h5::File f = h5::File::open(d.file("ck.h5"));
+  EXPECT_EQ(f.attr_string("/", "format"), "echo-lm");
+  EXPECT_EQ(f.attr_int("/", "format_version"), 1);
+  EXPECT_EQ(parse_config(nlohmann::json::parse(f.attr_string("/", "config"))).layer_pattern, "MSA");
+  for (const auto& p : model->params().all()) {
+    std::string path = "/model/" + p.name;
+    std::replace(path.begin(), path.end(), '.', '/');
+    ASSERT_TRUE(f.has_dataset(path)) << path;
+    EXPECT_EQ(f.dataset_shape(path), p.tensor.shape()) << path;
+    EXPECT_EQ(f.dataset_dtype(path), DType::F32) << path;
+  }
+  EXPECT_TRUE(f.has_dataset("/model/layers/0/mixer/A_log"));
+  EXPECT_TRUE(f.has_dataset("/model/layers/1/mixer/w_k/weight"));
+  EXPECT_TRUE(f.has_dataset("/model/embedding/weight"));
+  auto loaded = load_model(d.file("ck.h5"));
+  for (const auto& p : model->params().all())
+    EXPECT_EQ(p.tensor.to_vector(), loaded->params().get(p.name).to_vector()) << p.name;
+}
+
+TEST(Checkpoint, BadFilesGiveAnErrorNamingTheProblem) {
+  TempDir d;
+  auto model = make_model(tiny_config(), 3);
+  const std::string good = d.file("good.h5");
+  save_checkpoint(good, *model, nullptr, nullptr, nullptr);
+  const std::string bytes = read_text(good);
+
+  write_text(d.file("truncated.h5"), bytes.substr(0, bytes.size() / 2));
+  EXPECT_NE(error_of([&] { load_model(d.file("truncated.h5")); }).find("truncated.h5"), std::string::npos);
+
+  // Missing dataset.
+  std::filesystem::copy_file(good, d.file("missing.h5"));
+  {
+    h5::File f = h5::File::open_rw(d.file("missing.h5"));
+    f.write("/model/layers/0/mixer/D", Tensor::zeros({1}));  // wrong shape first
+    f.close();
+  }
+  std::string e = error_of([&] { load_model(d.file("missing.h5")); });
+  EXPECT_NE(e.find("layers/0/mixer/D"), std::string::npos) << e;
+  EXPECT_NE(e.find("shape"), std::string::npos) << e;
+
+  write_text(d.file("garbage.h5"), "this is not an HDF5 file at all");
+  EXPECT_NE(error_of([&] { load_model(d.file("garbage.h5")); }).find("garbage.h5"), std::string::npos);
+  EXPECT_NE(error_of([&] { load_model(d.file("nosuch.h5")); }).find("nosuch.h5"), std::string::npos);
+
+  // A parameter of another model.
+  auto other = make_model(tiny_config("MM"), 3);
+  save_checkpoint(d.file("other.h5"), *other, nullptr, nullptr, nullptr);
+  e = error_of([&] { load_parameters(d.file("other.h5"), *model); });
+  EXPECT_NE(e.find("other.h5"), std::string::npos) << e;
+
+  // A model-only checkpoint cannot resume training.
+  std::vector<ParamRef> refs;
+  for (const auto& p : model->params().all()) refs.push_back({p.name, p.tensor, true});
+  AdamW opt(refs, {});
+  TrainState st;
+  e = error_of([&] { load_training_state(good, opt, st); });
+  EXPECT_NE(e.find("optimizer"), std::string::npos) << e;
+}
+
+TEST(Checkpoint, MissingDatasetIsNamed) {
+  TempDir d;
+  auto model = make_model(tiny_config(), 3);
+  // Write a checkpoint by hand without one parameter.
+  {
+    h5::File f = h5::File::create(d.file("ck.h5"));
+    f.set_attr("/", "format", "echo-lm");
+    f.set_attr("/", "format_version", int64_t(1));
+    f.set_attr("/", "config", model->config().to_json().dump());
+    f.set_attr("/", "step", int64_t(0));
+    for (const auto& p : model->params().all())
+      if (p.name != "norm_f.weight") f.write(hdf5_param_path(p.name), p.tensor.detach());
+    f.close();
+  }
+  std::string e = error_of([&] { load_model(d.file("ck.h5")); });
+  EXPECT_NE(e.find("/model/norm_f/weight"), std::string::npos) << e;
+  EXPECT_NE(e.find("missing"), std::string::npos) << e;
+}
+
+TEST(TrainCli, KillDuringCheckpointWritesLeavesTheLastOneLoadable) {
+  TempDir d;
+  // Train with a checkpoint every step, kill -9 at several moments; latest.h5 must
+  // always load (the atomic write never exposes a partial file).
+  const std::string out = d.file("run");
+  std::string cmd = shell_quote(echo_bin()) + " train --model ska-1m --task mqar:M=4,gap=32 --steps 100000 --batch 2 " +
+                    "--ckpt-every 1 --quiet --out " + shell_quote(out) + " >/dev/null 2>&1 & echo $!";
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    FILE* p = popen(cmd.c_str(), "r");
+    ASSERT_NE(p, nullptr);
+    int pid = 0;
+    ASSERT_EQ(fscanf(p, "%d", &pid), 1);
+    pclose(p);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500 + 700 * attempt));
+    kill(pid, SIGKILL);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    if (!std::filesystem::exists(out + "/latest.h5")) continue;  // killed before the first checkpoint
+    auto model = load_model(out + "/latest.h5");
+    EXPECT_EQ(model->config().layer_pattern, "MMSS");
+  }
+  EXPECT_TRUE(std::filesystem::exists(out + "/latest.h5")) << "no checkpoint was ever written";
+}
+
+TEST(TrainCli, SigintWritesACheckpointAndTheRunResumes) {
+  TempDir d;
+  const std::string out = d.file("run");
+  std::string cmd = shell_quote(echo_bin()) + " train --model ska-1m --task mqar:M=2,gap=8 --steps 100000 --batch 2 " +
+                    "--out " + shell_quote(out) + " >" + shell_quote(d.file("log")) + " 2>&1 & echo $!";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  int pid = 0;
+  ASSERT_EQ(fscanf(p, "%d", &pid), 1);
+  pclose(p);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  kill(pid, SIGINT);
+  for (int i = 0; i < 100 && kill(pid, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::string log = read_text(d.file("log"));
+  EXPECT_NE(log.find("interrupted"), std::string::npos) << log;
+  ASSERT_TRUE(std::filesystem::exists(out + "/latest.h5")) << log;
+  int64_t stopped = read_checkpoint_header(out + "/latest.h5").step;
+  EXPECT_GT(stopped, 0);
+  RunResult r = run_echo({"train", "--resume", "--out", out, "--steps", std::to_string(stopped + 3), "--quiet"}, d);
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(read_checkpoint_header(out + "/latest.h5").step, stopped + 3);
+}
+
+TEST(TrainCli, BadConfigsFailBeforeTrainingWithTheKeyNamed) {
+  TempDir d;
+  auto run_with_config = [&](const std::string& json) {
+    write_text(d.file("cfg.json"), json);
+    return run_echo({"train", "--config", d.file("cfg.json"), "--out", d.file("run"), "--steps", "1"}, d);
+  };
+  nlohmann::json good = preset("ska-1m").to_json();
+  nlohmann::json unknown = good;
+  unknown["mamba"]["d_statee"] = 4;
+  RunResult r = run_with_config(unknown.dump());
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("d_statee"), std::string::npos) << r.err;
+  nlohmann::json wrong_type = good;
+  wrong_type["d_model"] = "big";
+  r = run_with_config(wrong_type.dump());
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("d_model"), std::string::npos) << r.err;
+  nlohmann::json inconsistent = good;
+  inconsistent["layer_pattern"] = "MMS";
+  r = run_with_config(inconsistent.dump());
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("layer_pattern"), std::string::npos) << r.err;
+  r = run_with_config(nlohmann::json{{"model", "ska-1m"}, {"train", {{"stepz", 3}}}}.dump());
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("train.stepz"), std::string::npos) << r.err;
+  r = run_echo({"train", "--config", d.file("nosuch.json"), "--out", d.file("run")}, d);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("nosuch.json"), std::string::npos) << r.err;
+  r = run_echo({"train", "--model", "ska-1m", "--task", "mqar:M=99", "--out", d.file("run")}, d);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("M"), std::string::npos) << r.err;
+  for (const auto& l : {r}) EXPECT_EQ(l.err_lines().size(), 1u) << l.err;
+  EXPECT_FALSE(std::filesystem::exists(d.file("run/latest.h5"))) << "nothing was trained";
+}
+
+TEST(TrainCli, InitInfoEvalAndGenerate) {
+  TempDir d;
+  RunResult r = run_echo({"init", "--model", "ska-1m", "--seed", "1", "--out", d.file("ck.h5")}, d);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run_echo({"info", "--checkpoint", d.file("ck.h5")}, d);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("735756"), std::string::npos) << r.out;
+  r = run_echo({"eval", "--checkpoint", d.file("ck.h5"), "--task", "mqar:M=4,gap=8", "--examples", "16", "--json"}, d);
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["examples"], 16);
+  EXPECT_EQ(j["scored"], 64);
+  EXPECT_EQ(j["per_slot"].size(), 4u);
+  r = run_echo({"generate", "--checkpoint", d.file("ck.h5"), "--prompt", "1,2,3", "--max-new", "5", "--json"}, d);
+  ASSERT_EQ(r.status, 0) << r.err;
+  j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["generated"].size(), 5u);
+  EXPECT_GT(j["state_bytes"].get<int64_t>(), 0);
+  r = run_echo({"generate", "--checkpoint", d.file("ck.h5"), "--prompt", "1,2,999"}, d);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("999"), std::string::npos) << r.err;
+}
+
+TEST(Trainer, NonFiniteStepsAbortWithAClearMessage) {
+  TempDir d;
+  TrainOptions o = tiny_run(d.path(), 50);
+  o.lr = 1e30;  // parameters blow up after the first update
+  o.warmup = 0;
+  o.clip = 0;
+  o.max_bad_steps = 3;
+  std::string e = error_of([&] { train(o); });
+  EXPECT_NE(e.find("non-finite"), std::string::npos) << e;
+}
