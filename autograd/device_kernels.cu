@@ -44,7 +44,12 @@ __global__ void bf16_to_f32_kernel(float* dst, const uint16_t* src, int64_t n) {
 void fill_f32(float* d, int64_t n, float v) { if (n) { fill_kernel<<<blocks_for(n), kThreads>>>(d, n, v); check_launch("fill_f32"); } }
 void fill_f64(double* d, int64_t n, double v) { if (n) { fill_kernel<<<blocks_for(n), kThreads>>>(d, n, v); check_launch("fill_f64"); } }
 void fill_bytes_zero(void* d, int64_t bytes) {
-  if (bytes && cudaMemsetAsync(d, 0, bytes, 0) != cudaSuccess) throw std::runtime_error("cudaMemset failed");
+  if (bytes == 0) return;
+  cudaError_t e = cudaMemsetAsync(d, 0, bytes, 0);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear it, so the next launch check does not blame another kernel
+    throw std::runtime_error(std::string("cudaMemset: ") + cudaGetErrorString(e));
+  }
 }
 void axpy_f32(float* d, const float* s, int64_t n, float a) { if (n) { axpy_kernel<<<blocks_for(n), kThreads>>>(d, s, n, a); check_launch("axpy_f32"); } }
 void axpy_f64(double* d, const double* s, int64_t n, double a) { if (n) { axpy_kernel<<<blocks_for(n), kThreads>>>(d, s, n, a); check_launch("axpy_f64"); } }

@@ -23,10 +23,11 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64
 
 // Pass 1: each block reduces a fixed, contiguous range into partial[block] (in
 // double, tree order fixed by the thread index), so the result does not depend
-// on scheduling. Pass 2 on the host adds the partials in order.
+// on scheduling, and writes nonfinite[block] = 1 when its range holds a NaN/Inf
+// (a block-wide OR, no atomics). Pass 2 on the host adds the partials in order.
 constexpr int kReduceThreads = 256;
 constexpr int kReduceBlocks = 256;
-__global__ void sumsq_kernel(const float* g, int64_t n, double* partial, int* nonfinite) {
+__global__ void sumsq_kernel(const float* g, int64_t n, double* partial, double* nonfinite) {
   __shared__ double buf[kReduceThreads];
   int64_t per_block = (n + gridDim.x - 1) / gridDim.x;
   int64_t begin = blockIdx.x * per_block, end = min(n, begin + per_block);
@@ -38,36 +39,15 @@ __global__ void sumsq_kernel(const float* g, int64_t n, double* partial, int* no
     s += double(x) * double(x);
   }
   buf[threadIdx.x] = s;
-  if (bad) atomicExch(nonfinite, 1);  // a flag, not a sum: order does not matter
-  __syncthreads();
+  const int block_bad = __syncthreads_or(bad);  // also the barrier before the tree
   for (int w = blockDim.x / 2; w > 0; w >>= 1) {
     if (threadIdx.x < w) buf[threadIdx.x] += buf[threadIdx.x + w];
     __syncthreads();
   }
-  if (threadIdx.x == 0) partial[blockIdx.x] = buf[0];
-}
-
-struct Reduction {
-  double sum;
-  bool finite;
-};
-Reduction reduce(const float* g, int64_t n) {
-  double* partial = nullptr;
-  int* flag = nullptr;
-  check_cuda(cudaMalloc(&partial, kReduceBlocks * sizeof(double)), "sum_squares alloc");
-  check_cuda(cudaMalloc(&flag, sizeof(int)), "sum_squares alloc");
-  check_cuda(cudaMemset(flag, 0, sizeof(int)), "sum_squares memset");
-  sumsq_kernel<<<kReduceBlocks, kReduceThreads>>>(g, n, partial, flag);
-  check_launch("sum_squares");
-  std::vector<double> host(kReduceBlocks);
-  int bad = 0;
-  check_cuda(cudaMemcpy(host.data(), partial, kReduceBlocks * sizeof(double), cudaMemcpyDeviceToHost), "sum_squares copy");
-  check_cuda(cudaMemcpy(&bad, flag, sizeof(int), cudaMemcpyDeviceToHost), "sum_squares copy");
-  cudaFree(partial);
-  cudaFree(flag);
-  double s = 0;
-  for (double x : host) s += x;
-  return {s, bad == 0};
+  if (threadIdx.x == 0) {
+    partial[blockIdx.x] = buf[0];
+    nonfinite[blockIdx.x] = block_bad ? 1.0 : 0.0;
+  }
 }
 
 }  // namespace
@@ -78,7 +58,26 @@ void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float l
   adamw_kernel<<<grid_for(n), kThreads>>>(p, g, m, v, n, lr, beta1, beta2, eps, bias1, bias2, decay_factor);
   check_launch("adamw_step");
 }
-double sum_squares(const float* g, int64_t n) { return n ? reduce(g, n).sum : 0.0; }
-bool all_finite(const float* g, int64_t n) { return n ? reduce(g, n).finite : true; }
+
+int64_t sum_squares_workspace_doubles() { return 2 * kReduceBlocks; }
+
+double sum_squares(const float* g, int64_t n, double* workspace, bool* finite) {
+  if (finite) *finite = true;
+  if (n == 0) return 0.0;
+  // workspace[0, B): partial sums; workspace[B, 2B): per-block non-finite flags.
+  sumsq_kernel<<<kReduceBlocks, kReduceThreads>>>(g, n, workspace, workspace + kReduceBlocks);
+  check_launch("sum_squares");
+  std::vector<double> host(2 * kReduceBlocks);
+  check_cuda(cudaMemcpy(host.data(), workspace, host.size() * sizeof(double), cudaMemcpyDeviceToHost),
+             "sum_squares copy");
+  double s = 0;
+  bool ok = true;
+  for (int b = 0; b < kReduceBlocks; ++b) {
+    s += host[b];
+    ok = ok && host[kReduceBlocks + b] == 0.0;
+  }
+  if (finite) *finite = ok;
+  return s;
+}
 
 }  // namespace echo::gpu

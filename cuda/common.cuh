@@ -34,6 +34,14 @@ inline int grid_for(int64_t n, int threads = kThreads) {
   return static_cast<int>(b);
 }
 
+// gridDim.x for one block per row. It is limited to 2³¹ − 1; a bare
+// (unsigned)rows cast would silently drop rows past 2³² instead of failing.
+inline unsigned row_blocks(int64_t rows, const char* op) {
+  if (rows > 0x7fffffffLL)
+    throw std::runtime_error(std::string(op) + ": " + std::to_string(rows) + " rows exceed one grid (2^31 - 1 blocks)");
+  return static_cast<unsigned>(rows);
+}
+
 #define ECHO_GRID_STRIDE(i, n) \
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 

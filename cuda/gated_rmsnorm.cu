@@ -99,7 +99,8 @@ void gated_rmsnorm_forward(const float* x, const float* z, const float* w, float
                            int64_t d, float eps) {
   if (rows == 0) return;
   const int threads = row_threads(d);
-  forward_kernel<<<(unsigned)rows, threads, threads * sizeof(float)>>>(x, z, w, y, rstd, d, eps);
+  const unsigned blocks = row_blocks(rows, "gated_rmsnorm_forward");
+  forward_kernel<<<blocks, threads, threads * sizeof(float)>>>(x, z, w, y, rstd, d, eps);
   check_launch("gated_rmsnorm_forward");
 }
 
@@ -108,7 +109,8 @@ void gated_rmsnorm_backward(const float* x, const float* z, const float* w, cons
   if (rows == 0) return;
   if (dx || dz) {
     const int threads = row_threads(d);
-    backward_dxdz_kernel<<<(unsigned)rows, threads, threads * sizeof(float)>>>(x, z, w, rstd, dy, dx, dz, d);
+    const unsigned blocks = row_blocks(rows, "gated_rmsnorm_backward (dx, dz)");
+    backward_dxdz_kernel<<<blocks, threads, threads * sizeof(float)>>>(x, z, w, rstd, dy, dx, dz, d);
     check_launch("gated_rmsnorm_backward (dx, dz)");
   }
   if (dw) {

@@ -56,14 +56,16 @@ __global__ void backward_kernel(const float* x, const float* rnorm, const float*
 void l2norm_forward(const float* x, float* y, float* rnorm, int64_t rows, int64_t d, float eps) {
   if (rows == 0) return;
   const int threads = row_threads(d);
-  forward_kernel<<<(unsigned)rows, threads, threads * sizeof(float)>>>(x, y, rnorm, d, eps);
+  const unsigned blocks = row_blocks(rows, "l2norm_forward");
+  forward_kernel<<<blocks, threads, threads * sizeof(float)>>>(x, y, rnorm, d, eps);
   check_launch("l2norm_forward");
 }
 
 void l2norm_backward(const float* x, const float* rnorm, const float* dy, float* dx, int64_t rows, int64_t d) {
   if (rows == 0) return;
   const int threads = row_threads(d);
-  backward_kernel<<<(unsigned)rows, threads, threads * sizeof(float)>>>(x, rnorm, dy, dx, d);
+  const unsigned blocks = row_blocks(rows, "l2norm_backward");
+  backward_kernel<<<blocks, threads, threads * sizeof(float)>>>(x, rnorm, dy, dx, d);
   check_launch("l2norm_backward");
 }
 

@@ -85,7 +85,8 @@ int64_t rmsnorm_workspace_floats(int64_t rows, int64_t d) { return num_chunks(ro
 void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t rows, int64_t d, float eps) {
   if (rows == 0) return;
   const int threads = row_threads(d);
-  forward_kernel<<<(unsigned)rows, threads, threads * sizeof(float)>>>(x, w, y, rstd, d, eps);
+  const unsigned blocks = row_blocks(rows, "rmsnorm_forward");
+  forward_kernel<<<blocks, threads, threads * sizeof(float)>>>(x, w, y, rstd, d, eps);
   check_launch("rmsnorm_forward");
 }
 
@@ -94,7 +95,8 @@ void rmsnorm_backward(const float* x, const float* w, const float* rstd, const f
   if (rows == 0) return;
   if (dx) {
     const int threads = row_threads(d);
-    backward_dx_kernel<<<(unsigned)rows, threads, threads * sizeof(float)>>>(x, w, rstd, dy, dx, d);
+    const unsigned blocks = row_blocks(rows, "rmsnorm_backward (dx)");
+    backward_dx_kernel<<<blocks, threads, threads * sizeof(float)>>>(x, w, rstd, dy, dx, d);
     check_launch("rmsnorm_backward (dx)");
   }
   if (dw) {

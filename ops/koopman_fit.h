@@ -20,6 +20,13 @@ Tensor koopman_fit(const Tensor& k, const Tensor& q, const Tensor& v, const Tens
                    const Tensor& beta, const Tensor& mask, const Tensor& coef,
                    const KoopmanOptions& options = {});
 
+// The spectral-scale estimate σ̂ of every operator the op builds (no autograd):
+// [b,H,n_ops] with n_ops = ceil(T/S) in chunk mode (operator c is read by chunk c;
+// σ̂ = 0 for the empty operator of chunk 0) and 1 in prefix mode. α = 1/max(1,σ̂).
+// For tests and gradient checks (which need σ̂ < 1 so that the detached α is 1).
+Tensor koopman_fit_sigma(const Tensor& k, const Tensor& beta, const Tensor& mask,
+                         const KoopmanOptions& options = {});
+
 // Streaming state for decoding (spec §4), per batch element and head: committed
 // statistics (G, M, C) at the last chunk boundary, the readout R [P,r] built from
 // them, the running statistics of the current chunk and the previous key.
@@ -41,9 +48,10 @@ class KoopmanStream {
   Device device_;
   KoopmanOptions opt_;
   int64_t position_ = 0;
-  Tensor G_, M_, C_;          // committed [b,H,r,r], [b,H,r,r], [b,H,P,r]
-  Tensor Gc_, Mc_, Cc_;       // current chunk's running statistics
-  Tensor R_;                  // readout [b,H,P,r]
+  // C and R are kept transposed ([r,P] per head), the layout the readout uses.
+  Tensor G_, M_, Ct_;         // committed statistics (no ridge) [b,H,r,r], [b,H,r,r], [b,H,r,P]
+  Tensor Gc_, Mc_, Ctc_;      // current chunk's running statistics
+  Tensor Rt_;                 // readout Rᵀ [b,H,r,P]; y_t = R q_t
   Tensor prev_k_;             // [b,H,r]
 };
 

@@ -18,6 +18,7 @@ const std::vector<RunnerOp>& runner_ops() {
       runner_op_causal_conv1d(),
       runner_op_gated_rmsnorm(),
       runner_op_causal_attention(),
+      runner_op_koopman_fit(),
       // RUNNER-OPS (one line per op; keep this marker)
   };
   return ops;

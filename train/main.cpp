@@ -1,1 +1,44 @@
-int main() { return 0; }
+// echo-lm: the one binary (spec §6). Each subcommand group registers itself
+// here in one line; see train/cli.h for the conventions.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "train/cli.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"echo-lm: the Echo engine's command line (spec §6). Run `echo-lm <command> --help` for each command."};
+  app.require_subcommand(0, 1);
+  app.set_help_all_flag("--help-all", "print the help of every command");
+
+  echo::cli::add_op_commands(app);
+  echo::cli::add_bench_commands(app);
+
+  try {
+    std::string commands;
+    bool known = false;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      commands += (commands.empty() ? "" : ", ") + sub->get_name();
+      known = known || (argc > 1 && sub->get_name() == argv[1]);
+    }
+    if (argc > 1 && argv[1][0] != '-' && !known)
+      throw std::runtime_error("unknown command '" + std::string(argv[1]) + "' (commands: " + commands + ")");
+    app.parse(argc, argv);
+    if (app.get_subcommands().empty())
+      throw std::runtime_error("no command given (commands: " + commands + "; see --help)");
+  } catch (const CLI::ParseError& e) {
+    // --help and --help-all exit 0; CLI::RuntimeError(code) is a command that
+    // already reported its outcome (e.g. gradcheck FAIL) and only sets the status.
+    if (e.get_exit_code() == 0 || e.get_name() == "RuntimeError") return app.exit(e);
+    std::cerr << "echo-lm: " << e.what() << " (see --help)\n";
+    return e.get_exit_code();
+  } catch (const std::exception& e) {
+    // One line: a message that spans lines is folded so scripts can grep it.
+    std::string msg = e.what();
+    for (char& c : msg)
+      if (c == '\n') c = ' ';
+    std::cerr << "echo-lm: " << msg << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -73,8 +73,8 @@ double sum_squares(const Tensor& g, bool* finite) {
   const int64_t n = g.numel();
   if (g.device() == Device::CUDA) {
 #if ECHO_HAVE_CUDA
-    if (finite) *finite = gpu::all_finite(g.data<float>(), n);
-    return gpu::sum_squares(g.data<float>(), n);
+    Tensor workspace = Tensor::empty({gpu::sum_squares_workspace_doubles()}, DType::F64, Device::CUDA);
+    return gpu::sum_squares(g.data<float>(), n, workspace.data<double>(), finite);
 #endif
   }
   constexpr int64_t kChunk = 4096;

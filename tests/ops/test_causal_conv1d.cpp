@@ -157,21 +157,27 @@ TEST(CausalConv1d, RunnerEntry) {
 TEST(CausalConv1d, CudaMatchesCpu) {
   ECHO_REQUIRE_GPU();
   Rng rng(3);
-  for (bool with_bias : {true, false}) {
-    const int64_t B = 3, T = 200, C = 130, W = 4;
-    Tensor x = rnd({B, T, C}, rng, DType::F32), w = rnd({C, W}, rng, DType::F32), bias = rnd({C}, rng, DType::F32);
-    if (!with_bias) bias = Tensor();
-    Tensor xc = x.to(Device::CUDA), wc = w.to(Device::CUDA), bc = with_bias ? bias.to(Device::CUDA) : Tensor();
-    for (Tensor* t : {&x, &w, &bias, &xc, &wc, &bc})
-      if (t->defined()) t->set_requires_grad(true);
-    Tensor y = causal_conv1d(x, w, bias), yc = causal_conv1d(xc, wc, bc);
-    EXPECT_LT(max_rel_diff(yc.to(Device::CPU), y), 1e-5);
-    Tensor seed = rnd(y.shape(), rng, DType::F32);
-    y.backward(seed);
-    yc.backward(seed.to(Device::CUDA));
-    EXPECT_LT(max_rel_diff(xc.grad().to(Device::CPU), x.grad()), 1e-5);
-    EXPECT_LT(max_rel_diff(wc.grad().to(Device::CPU), w.grad()), 1e-5);
-    if (with_bias) EXPECT_LT(max_rel_diff(bc.grad().to(Device::CPU), bias.grad()), 1e-5);
+  // 600 rows (10 chunks of the dw sum); C = 300 > 256 channels (a second block
+  // column of the dw grid) with T = 3 < W (taps before time 0); W = 1.
+  struct Dims { int64_t B, T, C, W; };
+  for (Dims dims : {Dims{3, 200, 130, 4}, Dims{2, 3, 300, 4}, Dims{2, 70, 33, 1}}) {
+    const int64_t B = dims.B, T = dims.T, C = dims.C, W = dims.W;
+    for (bool with_bias : {true, false}) {
+      Tensor x = rnd({B, T, C}, rng, DType::F32), w = rnd({C, W}, rng, DType::F32), bias = rnd({C}, rng, DType::F32);
+      if (!with_bias) bias = Tensor();
+      Tensor xc = x.to(Device::CUDA), wc = w.to(Device::CUDA), bc = with_bias ? bias.to(Device::CUDA) : Tensor();
+      for (Tensor* t : {&x, &w, &bias, &xc, &wc, &bc})
+        if (t->defined()) t->set_requires_grad(true);
+      Tensor y = causal_conv1d(x, w, bias), yc = causal_conv1d(xc, wc, bc);
+      EXPECT_LT(max_rel_diff(yc.to(Device::CPU), y), 1e-5) << T << " " << C << " " << W;
+      Tensor seed = rnd(y.shape(), rng, DType::F32);
+      y.backward(seed);
+      yc.backward(seed.to(Device::CUDA));
+      EXPECT_LT(max_rel_diff(xc.grad().to(Device::CPU), x.grad()), 1e-5) << T << " " << C << " " << W;
+      EXPECT_LT(max_rel_diff(wc.grad().to(Device::CPU), w.grad()), 1e-5) << T << " " << C << " " << W;
+      if (with_bias)
+        EXPECT_LT(max_rel_diff(bc.grad().to(Device::CPU), bias.grad()), 1e-5) << T << " " << C << " " << W;
+    }
   }
   // Decode step on the GPU equals the CPU step (state included).
   const int64_t B = 2, C = 33, W = 4;

@@ -138,6 +138,14 @@ TEST(CrossEntropy, CudaMatchesCpu) {
         loss_c.backward(Tensor::scalar(1.3, DType::F32, Device::CUDA));
         EXPECT_LT(max_rel_diff(xc.grad().to(Device::CPU), x.grad()), 1e-5) << V;
       }
+  // Every row ignored: loss 0 (not 0/0) and no gradient on the GPU either.
+  {
+    Tensor xc = rnd({4, 9}, rng, DType::F32).to(Device::CUDA).set_requires_grad(true);
+    Tensor loss = cross_entropy(xc, Tensor::from_ints({-100, -100, -100, -100}, {4}, DType::I64, Device::CUDA));
+    EXPECT_EQ(loss.item(), 0.0);
+    loss.backward();
+    EXPECT_EQ(xc.grad().to_vector(), std::vector<double>(36, 0.0));
+  }
   expect_throw_containing([] { cross_entropy(Tensor::zeros({2, 5}, DType::F32, Device::CUDA),
                                              Tensor::from_ints({1, 5}, {2}, DType::I32, Device::CUDA)); },
                           "cross_entropy: target 5 at position 1 is out of range for V=5");

@@ -110,19 +110,23 @@ TEST(KoopmanRotate, BadShapesThrowNamingTheInput) {
 TEST(KoopmanRotate, CudaMatchesCpu) {
   ECHO_REQUIRE_GPU();
   Rng rng(3);
-  const int64_t half = 96;
-  Tensor g = rnd({4, 150, 2 * half}, rng, DType::F32), gamma, omega;
-  make_params(rng, half, gamma, omega);
-  gamma = gamma.to(DType::F32);
-  omega = omega.to(DType::F32);
-  Tensor gc = g.to(Device::CUDA), gamc = gamma.to(Device::CUDA), omc = omega.to(Device::CUDA);
-  for (Tensor* t : {&g, &gamma, &omega, &gc, &gamc, &omc}) t->set_requires_grad(true);
-  Tensor z = koopman_rotate(g, gamma, omega), zc = koopman_rotate(gc, gamc, omc);
-  EXPECT_LT(max_rel_diff(zc.to(Device::CPU), z), 1e-5);
-  Tensor seed = rnd(z.shape(), rng, DType::F32);
-  z.backward(seed);
-  zc.backward(seed.to(Device::CUDA));
-  EXPECT_LT(max_rel_diff(gc.grad().to(Device::CPU), g.grad()), 1e-5);
-  EXPECT_LT(max_rel_diff(gamc.grad().to(Device::CPU), gamma.grad()), 1e-5);
-  EXPECT_LT(max_rel_diff(omc.grad().to(Device::CPU), omega.grad()), 1e-5);
+  // 600 rows (10 chunks of the dγ/dω sums); half = 300 > 256 pairs (a second
+  // block column of the partials grid) over 70 rows.
+  for (const Shape& shape : {Shape{4, 150, 2 * 96}, Shape{70, 2 * 300}}) {
+    const int64_t half = shape.back() / 2;
+    Tensor g = rnd(shape, rng, DType::F32), gamma, omega;
+    make_params(rng, half, gamma, omega);
+    gamma = gamma.to(DType::F32);
+    omega = omega.to(DType::F32);
+    Tensor gc = g.to(Device::CUDA), gamc = gamma.to(Device::CUDA), omc = omega.to(Device::CUDA);
+    for (Tensor* t : {&g, &gamma, &omega, &gc, &gamc, &omc}) t->set_requires_grad(true);
+    Tensor z = koopman_rotate(g, gamma, omega), zc = koopman_rotate(gc, gamc, omc);
+    EXPECT_LT(max_rel_diff(zc.to(Device::CPU), z), 1e-5) << shape_str(shape);
+    Tensor seed = rnd(z.shape(), rng, DType::F32);
+    z.backward(seed);
+    zc.backward(seed.to(Device::CUDA));
+    EXPECT_LT(max_rel_diff(gc.grad().to(Device::CPU), g.grad()), 1e-5) << shape_str(shape);
+    EXPECT_LT(max_rel_diff(gamc.grad().to(Device::CPU), gamma.grad()), 1e-5) << shape_str(shape);
+    EXPECT_LT(max_rel_diff(omc.grad().to(Device::CPU), omega.grad()), 1e-5) << shape_str(shape);
+  }
 }

@@ -158,4 +158,20 @@ TEST(Matmul, CudaMatchesCpu) {
             {rnd(ta ? Shape{B, k, m} : Shape{B, m, k}, rng, DType::F32),
              rnd(tb ? Shape{B, n, k} : Shape{B, k, n}, rng, DType::F32)},
             ta ? (tb ? "bmm TT" : "bmm TN") : (tb ? "bmm NT" : "bmm NN"));
+  // K = 0 on the GPU: zeros (cudaMemset2D path) or the bias, never the poison;
+  // the backward adds nothing to the [3,0]/[2,0] inputs and db += column sums.
+  {
+    PoisonGuard poison;
+    Tensor x = Tensor::zeros({3, 0}, DType::F32, Device::CUDA).set_requires_grad(true);
+    Tensor w = Tensor::zeros({2, 0}, DType::F32, Device::CUDA).set_requires_grad(true);
+    Tensor bias = Tensor::from_vector({1.5, -2}, {2}, DType::F32, Device::CUDA).set_requires_grad(true);
+    Tensor y = linear(x, w, bias);
+    EXPECT_EQ(y.to_vector(), (std::vector<double>{1.5, -2, 1.5, -2, 1.5, -2}));
+    y.backward(Tensor::full({3, 2}, 1.0, DType::F32, Device::CUDA));
+    EXPECT_EQ(bias.grad().to_vector(), (std::vector<double>{3, 3}));
+    EXPECT_EQ(matmul(x.detach(), Tensor::zeros({0, 2}, DType::F32, Device::CUDA)).to_vector(),
+              std::vector<double>(6, 0.0));
+    Tensor a = Tensor::zeros({2, 3, 0}, DType::F32, Device::CUDA), b = Tensor::zeros({2, 0, 4}, DType::F32, Device::CUDA);
+    EXPECT_EQ(bmm(a, b).to_vector(), std::vector<double>(24, 0.0));
+  }
 }

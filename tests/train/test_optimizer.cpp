@@ -85,3 +85,42 @@ TEST(AdamW, CudaMatchesCpu) {
   }
   EXPECT_LT(max_rel_diff(pc.to(Device::CPU), p), 1e-5);
 }
+
+// The clipping and NaN-guard reductions on the GPU: sizes below, at and above
+// one element per reduction block (256 blocks of 256 threads), a NaN or Inf in
+// the middle or at the very end, scaling, and no cudaMalloc once warm.
+TEST(GradClip, CudaMatchesCpu) {
+  ECHO_REQUIRE_GPU();
+  Rng rng(4);
+  for (int64_t n : {1, 5, 256, 1000, 65536 + 3, 3000000}) {
+    Tensor a = Tensor::zeros({n}, DType::F32).set_requires_grad(true);
+    Tensor ac = Tensor::zeros({n}, DType::F32, Device::CUDA).set_requires_grad(true);
+    Tensor g = rnd({n}, rng, DType::F32);
+    a.set_grad(g.clone());
+    ac.set_grad(g.to(Device::CUDA));
+    std::vector<ParamRef> cpu{{"a", a, true}}, gpu{{"a", ac, true}};
+    const double norm = global_grad_norm(cpu);
+    EXPECT_NEAR(global_grad_norm(gpu), norm, 1e-10 * norm) << n;  // double sums, another order
+    EXPECT_TRUE(grads_finite(gpu)) << n;
+    scale_grads(gpu, 0.25);
+    EXPECT_NEAR(global_grad_norm(gpu), 0.25 * norm, 1e-6 * norm) << n;
+    for (int64_t at : {n / 2, n - 1}) {
+      for (double bad : {double(NAN), double(INFINITY)}) {
+        std::vector<double> values = g.to_vector();
+        values[at] = bad;
+        ac.set_grad(Tensor::from_vector(values, {n}, DType::F32, Device::CUDA));
+        EXPECT_FALSE(grads_finite(gpu)) << n << " at " << at;
+      }
+    }
+  }
+  Tensor p = Tensor::zeros({4096}, DType::F32, Device::CUDA).set_requires_grad(true);
+  p.set_grad(Tensor::full({4096}, 1.0, DType::F32, Device::CUDA));
+  std::vector<ParamRef> ps{{"p", p, true}};
+  global_grad_norm(ps);
+  const size_t mallocs = cuda_allocator_stats().cuda_malloc_calls;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_DOUBLE_EQ(global_grad_norm(ps), 64.0);
+    EXPECT_TRUE(grads_finite(ps));
+  }
+  EXPECT_EQ(cuda_allocator_stats().cuda_malloc_calls, mallocs);
+}
