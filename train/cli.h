@@ -19,6 +19,7 @@ namespace echo::cli {
 
 void add_op_commands(CLI::App& app);     // op, gradcheck        (cli_op.cpp)
 void add_bench_commands(CLI::App& app);  // bench                (cli_bench.cpp)
+void add_experiment_commands(CLI::App& app);  // experiment (cli_experiment.cpp)
 
 // ---- shared flag helpers ----------------------------------------------------------
 

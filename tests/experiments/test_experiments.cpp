@@ -10,6 +10,7 @@
 #include "train/experiment_adam_regions.h"
 #include "train/experiment_common.h"
 #include "train/experiment_td0.h"
+#include "train/train_util.h"
 
 using namespace echo;
 using nlohmann::json;
@@ -402,4 +403,31 @@ TEST(Td0, QuickModeWritesWellFormedOutputs) {
     if (r["model"] == "linear" && r["sampling"] == "iid")
       EXPECT_LT(r["final_median"].get<double>(), 0.05 * r["err0_median"].get<double>()) << r.dump();
   }
+}
+
+// ---- the command line ------------------------------------------------------------------
+
+TEST(ExperimentCli, QuickModesRunEndToEndAndRejectBadFlags) {
+  echo::testing::TempDir dir;
+  for (const std::string name : {"adam-regions", "td0"}) {
+    const std::string out = dir.file(name);
+    auto r = echo::testing::run_echo({"experiment", name, "--quick", "--out", out, "--threads", "1"}, dir);
+    ASSERT_EQ(r.status, 0) << name << ": " << r.err;
+    json line = json::parse(r.out);  // one JSON object
+    EXPECT_EQ(line["experiment"], name);
+    EXPECT_EQ(line["quick"], true);
+    EXPECT_TRUE(std::filesystem::exists(out + (name == "td0" ? "/td0_summary.json" : "/summary.json")));
+    auto help = echo::testing::run_echo({"experiment", name, "--help"}, dir);
+    EXPECT_EQ(help.status, 0);
+    for (const char* flag : {"--quick", "--out", "--seed", "--threads"})
+      EXPECT_NE(help.out.find(flag), std::string::npos) << name << " --help lacks " << flag;
+  }
+  auto bad = echo::testing::run_echo({"experiment", "td0", "--quick", "--c", "3"}, dir);
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.err.find("cannot be combined with --quick"), std::string::npos) << bad.err;
+  bad = echo::testing::run_echo({"experiment", "td0", "--eta", "0.4", "--out", dir.file("x")}, dir);
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.err.find("(1/2, 1]"), std::string::npos) << bad.err;
+  bad = echo::testing::run_echo({"experiment", "nosuch"}, dir);
+  EXPECT_NE(bad.status, 0);
 }
