@@ -78,7 +78,7 @@ def adam_regions(run_dir, out):
     summary = json.load(open(os.path.join(run_dir, "summary.json")))
     curves = read_csv(os.path.join(run_dir, "curves.csv"))
     base = summary["options"]
-    sweep_runs = [r for r in runs if r["sweep"] != "long"]
+    sweep_runs = [r for r in runs if not r["sweep"].startswith("long")]
 
     def on_axis(r, var):
         keys = {"samples": "base_samples", "width": "base_width", "latent": "base_latent", "depth": "base_depth"}
@@ -146,34 +146,36 @@ def adam_regions(run_dir, out):
     fig.savefig(os.path.join(out, "adam_regions_vs_deff.png"), dpi=110)
     plt.close(fig)
 
-    # 3. long runs: loss, gradient norm, crossings per step, freeze time
-    long_ids = sorted({r["id"] for r in runs if r["sweep"] == "long"})
-    if long_ids:
-        fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
-        for rid in long_ids:
-            rows = [c for c in curves if c["id"] == rid]
-            opt = rows[0]["optimizer"]
-            t = np.array([num(c["step"]) for c in rows])
-            run = next(r for r in runs if r["id"] == rid)
-            axes[0].plot(t[1:], [num(c["train_loss"]) for c in rows][1:], color=COLORS.get(opt), label=f"{opt} train")
-            axes[0].plot(t[1:], [num(c["test_loss"]) for c in rows][1:], "--", color=COLORS.get(opt),
-                         label=f"{opt} test")
-            axes[1].plot(t[1:], [num(c["grad_norm"]) for c in rows][1:], color=COLORS.get(opt), label=opt)
-            # crossings per step between logged points
-            cr = np.array([num(c["crossings"]) for c in rows])
-            dt = np.diff(t)
-            rate = np.where(dt > 0, cr[1:] / np.maximum(dt, 1), np.nan)
-            axes[2].plot(t[1:], np.maximum(rate, 1e-1), color=COLORS.get(opt), label=opt)
-            for ax in axes:
-                ax.axvline(run["freeze_step"], color=COLORS.get(opt), ls=":", alpha=0.8)
-        for ax, yl in zip(axes, ["MSE", "‖∇L‖", "margin crossings per step (floored at 0.1)"]):
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel("step")
-            ax.set_ylabel(yl)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.suptitle("Long base runs; dotted lines: freeze step (last margin crossing)")
+    # 3. long runs: loss, gradient norm, crossings per step, freeze time (one row per schedule)
+    long_sweeps = [s for s in ("long", "long-constant") if any(r["sweep"] == s for r in runs)]
+    if long_sweeps:
+        fig, axes = plt.subplots(len(long_sweeps), 3, figsize=(17, 4.3 * len(long_sweeps)), squeeze=False)
+        for row, sweep in zip(axes, long_sweeps):
+            for run in [r for r in runs if r["sweep"] == sweep]:
+                rows = [c for c in curves if c["id"] == run["id"]]
+                opt = run["optimizer"]
+                t = np.array([num(c["step"]) for c in rows])
+                row[0].plot(t[1:], [num(c["train_loss"]) for c in rows][1:], color=COLORS.get(opt),
+                            label=f"{opt} train")
+                row[0].plot(t[1:], [num(c["test_loss"]) for c in rows][1:], "--", color=COLORS.get(opt),
+                            label=f"{opt} test")
+                row[1].plot(t[1:], [num(c["grad_norm"]) for c in rows][1:], color=COLORS.get(opt), label=opt)
+                cr = np.array([num(c["crossings"]) for c in rows])
+                dt = np.diff(t)
+                rate = np.where(dt > 0, cr[1:] / np.maximum(dt, 1), np.nan)
+                row[2].plot(t[1:], np.maximum(rate, 1e-1), color=COLORS.get(opt), label=opt)
+                for ax in row:
+                    ax.axvline(max(run["freeze_step"], 1), color=COLORS.get(opt), ls=":", alpha=0.8)
+            schedule = "cosine schedule" if sweep == "long" else "constant learning rate"
+            for ax, yl in zip(row, ["MSE", "‖∇L‖", "margin crossings per step (floored at 0.1)"]):
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+                ax.set_xlabel("step")
+                ax.set_ylabel(yl)
+                ax.set_title(schedule)
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=8)
+        fig.suptitle("Long base runs; dotted lines: freeze step (after the last margin crossing)")
         fig.tight_layout()
         fig.savefig(os.path.join(out, "adam_regions_long.png"), dpi=110)
         plt.close(fig)
@@ -209,16 +211,23 @@ def adam_regions(run_dir, out):
                      f"{fmt(g['slope'])}, {fmt(g['intercept'])} ({fmt(g['r2'])})"])
     lines.append(md_table(hdr, rows))
     lines.append("\n### Convergence phases (long runs and base runs)\n")
-    hdr = ["run", "T", "freeze step", "flip freeze", "loss at freeze", "final train", "pre-freeze power slope (R²)",
-           "post-freeze: rate per unit lr, R² exp / R² power"]
+    lines.append("Pre-freeze: log-log slope of the train loss against t (R²). Post-freeze: decay rate of "
+                 "log loss and of log ‖∇L‖ per unit of Σ lr (R² of that exponential fit / R² of a power-law fit "
+                 "on the same window); – where the window is shorter than 8 steps.\n")
+    hdr = ["run", "T", "freeze step", "lr at freeze / peak", "flip freeze", "loss at freeze", "final train",
+           "final ‖∇L‖", "pre-freeze loss slope (R²)", "post-freeze loss: rate, R² exp / pow",
+           "post-freeze ‖∇L‖: rate, R² exp / pow"]
     rows = []
     for r in runs:
-        if r["sweep"] in ("long", "base"):
+        if r["sweep"].startswith("long") or r["sweep"] == "base":
             p = r["phases"]
-            rows.append([r["id"], r["steps"], r["freeze_step"], r["flip_freeze_step"], p["loss_at_freeze"],
-                         r["train_loss"], f"{fmt(p['pre_freeze_power_slope'])} ({fmt(p['pre_freeze_power_r2'])})",
+            rows.append([r["id"], r["steps"], r["freeze_step"], p.get("lr_at_freeze_over_peak"),
+                         r["flip_freeze_step"], p["loss_at_freeze"], r["train_loss"], r["grad_norm_final"],
+                         f"{fmt(p['pre_freeze_power_slope'])} ({fmt(p['pre_freeze_power_r2'])})",
                          f"{fmt(p['post_freeze_rate_per_unit_lr'])}, {fmt(p['post_freeze_exp_r2'])} / "
-                         f"{fmt(p['post_freeze_power_r2'])}"])
+                         f"{fmt(p['post_freeze_power_r2'])}",
+                         f"{fmt(p.get('post_freeze_grad_rate_per_unit_lr'))}, {fmt(p.get('post_freeze_grad_exp_r2'))} / "
+                         f"{fmt(p.get('post_freeze_grad_power_r2'))}"])
     lines.append(md_table(hdr, rows))
     lines.append(f"\nRuns: {len(runs)}; experiment wall time {summary['seconds']:.0f} s "
                  f"({summary['threads']} thread(s)).\n")

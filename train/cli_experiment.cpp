@@ -44,10 +44,12 @@ void add_adam_regions(CLI::App& parent) {
   cmd->add_option("--out", a->out, "output directory")->capture_default_str();
   cmd->add_option("--seed", o.seed, "base seed (data, teachers, initialisations)")->capture_default_str();
   cmd->add_option("--threads", o.threads, "OpenMP/OpenBLAS threads (0 = default)")->capture_default_str();
-  const std::vector<std::string> grid{"--steps", "--long-steps", "--replicates", "--samples", "--widths",
-                                      "--latents", "--depths", "--base", "--optimizers"};
+  const std::vector<std::string> grid{"--steps",   "--long-steps", "--long-constant", "--replicates", "--samples",
+                                      "--widths",  "--latents",    "--depths",        "--base",       "--optimizers"};
   cmd->add_option("--steps", o.steps, "steps T of the sweep runs")->capture_default_str();
   cmd->add_option("--long-steps", o.long_steps, "steps of the long base runs (0 = none)")->capture_default_str();
+  cmd->add_flag("--long-constant,!--no-long-constant", o.long_constant,
+                "also run the long base runs at a constant learning rate (default: on)");
   cmd->add_option("--replicates", o.replicates, "seeds per configuration")->capture_default_str();
   cmd->add_option("--samples", o.samples_sweep, "n sweep, comma-separated")->delimiter(',')->capture_default_str();
   cmd->add_option("--widths", o.width_sweep, "H sweep, comma-separated")->delimiter(',')->capture_default_str();

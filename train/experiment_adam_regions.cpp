@@ -307,6 +307,7 @@ std::string run_id(const AdamRegionsRun& r) {
   s << r.optimizer << "_n" << r.samples << "_H" << r.width << "_L" << r.depth << "_k" << r.latent << "_r"
     << r.replicate;
   if (r.steps > 0) s << "_T" << r.steps;
+  if (r.schedule != "cosine") s << "_" << r.schedule;
   return s.str();
 }
 
@@ -334,6 +335,8 @@ json run_adam_regions_single(const AdamRegionsOptions& opt, const AdamRegionsRun
     throw std::runtime_error("adam-regions: bad run " + run_id(run));
   if (run.optimizer != "adam" && run.optimizer != "sgd")
     throw std::runtime_error("adam-regions: optimizer must be adam or sgd, got " + run.optimizer);
+  if (run.schedule != "cosine" && run.schedule != "constant")
+    throw std::runtime_error("adam-regions: schedule must be cosine or constant, got " + run.schedule);
   auto wall0 = std::chrono::steady_clock::now();
   const TeacherTask task = make_task(opt, run.latent, run.replicate);
   const Dataset train =
@@ -427,7 +430,8 @@ json run_adam_regions_single(const AdamRegionsOptions& opt, const AdamRegionsRun
     double gn = 0;
     for (double g : grad) gn += g * g;
     grad_norm[t] = std::sqrt(gn);
-    const double lr = lr_schedule(t, 0, T, run.optimizer == "adam" ? opt.adam_lr : opt.sgd_lr, 0.0);
+    const double peak = run.optimizer == "adam" ? opt.adam_lr : opt.sgd_lr;
+    const double lr = run.schedule == "constant" ? peak : lr_schedule(t, 0, T, peak, 0.0);
     lr_at[t] = lr;
     cum_lr[t + 1] = cum_lr[t] + lr;
     const bool keep_row = next_row < rows && row_step(next_row) == t;
@@ -501,36 +505,43 @@ json run_adam_regions_single(const AdamRegionsOptions& opt, const AdamRegionsRun
   // Convergence phases. Before the freeze: power-law fit log L vs log t. After
   // it: a linear (geometric) phase means log L falls linearly in the effective
   // time τ = Σ lr; compare that fit with a power law on the same window.
-  auto collect = [&](int64_t a, int64_t b, bool log_x, bool eff_time) {
+  // `series` is the train loss (length T+1) or the gradient norm (length T).
+  auto collect = [&](const std::vector<double>& series, int64_t a, int64_t b, bool log_x, bool eff_time) {
     std::vector<double> xs, ys;
+    b = std::min<int64_t>(b, int64_t(series.size()) - 1);
     if (b - a < 8) return std::make_pair(xs, ys);
     int pts = 60;
     for (int i = 0; i < pts; ++i) {
       int64_t t = log_x ? int64_t(std::llround(a * std::pow(double(b) / a, double(i) / (pts - 1))))
                         : a + (b - a) * i / (pts - 1);
-      if (loss[t] <= 0) continue;
+      if (!(series[t] > 0)) continue;
       xs.push_back(eff_time ? cum_lr[t] : (log_x ? std::log(double(t)) : double(t)));
-      ys.push_back(std::log(loss[t]));
+      ys.push_back(std::log(series[t]));
     }
     return std::make_pair(xs, ys);
   };
   json phases;
   {
-    int64_t a = std::max<int64_t>(10, T / 100);
-    auto [xs, ys] = collect(a, std::max(a, freeze), true, false);
-    auto f = fit_line(xs, ys);
-    phases["pre_freeze_power_slope"] = f.slope;
-    phases["pre_freeze_power_r2"] = f.r2;
-    int64_t b = T;
-    auto [xe, ye] = collect(std::max<int64_t>(1, freeze), b, false, true);
-    auto fe = fit_line(xe, ye);
-    phases["post_freeze_rate_per_unit_lr"] = -fe.slope;
-    phases["post_freeze_exp_r2"] = fe.r2;
-    auto [xp, yp] = collect(std::max<int64_t>(1, freeze), b, true, false);
-    auto fp = fit_line(xp, yp);
-    phases["post_freeze_power_slope"] = fp.slope;
-    phases["post_freeze_power_r2"] = fp.r2;
+    const int64_t a = std::max<int64_t>(10, T / 100), f = std::max<int64_t>(1, freeze);
+    for (const auto& [name, series] :
+         {std::pair<std::string, const std::vector<double>*>{"", &loss}, {"grad_", &grad_norm}}) {
+      auto [xs, ys] = collect(*series, a, std::max(a, freeze), true, false);
+      auto fit = fit_line(xs, ys);
+      phases["pre_freeze_" + name + "power_slope"] = fit.slope;
+      phases["pre_freeze_" + name + "power_r2"] = fit.r2;
+      auto [xe, ye] = collect(*series, f, T, false, true);
+      auto fe = fit_line(xe, ye);
+      phases["post_freeze_" + name + "rate_per_unit_lr"] = -fe.slope;
+      phases["post_freeze_" + name + "exp_r2"] = fe.r2;
+      auto [xp, yp] = collect(*series, f, T, true, false);
+      auto fp = fit_line(xp, yp);
+      phases["post_freeze_" + name + "power_slope"] = fp.slope;
+      phases["post_freeze_" + name + "power_r2"] = fp.r2;
+    }
     phases["loss_at_freeze"] = loss[freeze];
+    phases["lr_at_freeze_over_peak"] = freeze < T ? lr_at[freeze] / (run.optimizer == "adam" ? opt.adam_lr : opt.sgd_lr)
+                                                  : 0.0;
+    phases["post_freeze_steps"] = T - freeze;
   }
 
   net.forward(theta, test.x.data(), test.n, pre_test, act_test, out_test);
@@ -539,6 +550,7 @@ json run_adam_regions_single(const AdamRegionsOptions& opt, const AdamRegionsRun
   r["id"] = id;
   r["optimizer"] = run.optimizer;
   r["sweep"] = run.sweep;
+  r["schedule"] = run.schedule;
   r["latent"] = run.latent;
   r["samples"] = n;
   r["width"] = run.width;
@@ -577,10 +589,11 @@ namespace {
 std::vector<AdamRegionsRun> plan_runs(const AdamRegionsOptions& opt) {
   std::vector<AdamRegionsRun> runs;
   std::map<std::string, bool> seen;
-  auto add = [&](const std::string& sweep, int k, int n, int h, int l, int replicates = -1, int64_t steps = 0) {
+  auto add = [&](const std::string& sweep, int k, int n, int h, int l, int replicates = -1, int64_t steps = 0,
+                 const std::string& schedule = "cosine") {
     for (int r = 0; r < (replicates < 0 ? opt.replicates : replicates); ++r)
       for (const auto& o : opt.optimizers) {
-        AdamRegionsRun run{o, k, n, h, l, r, sweep, steps};
+        AdamRegionsRun run{o, k, n, h, l, r, sweep, steps, schedule};
         std::string id = run_id(run);
         if (seen.count(id)) continue;  // the base point belongs to every sweep; run it once
         seen[id] = true;
@@ -592,7 +605,12 @@ std::vector<AdamRegionsRun> plan_runs(const AdamRegionsOptions& opt) {
   for (int h : opt.width_sweep) add("width", opt.base_latent, opt.base_samples, h, opt.base_depth);
   for (int k : opt.latent_sweep) add("latent", k, opt.base_samples, opt.base_width, opt.base_depth);
   for (int l : opt.depth_sweep) add("depth", opt.base_latent, opt.base_samples, opt.base_width, l);
-  if (opt.long_steps > 0) add("long", opt.base_latent, opt.base_samples, opt.base_width, opt.base_depth, 1, opt.long_steps);
+  if (opt.long_steps > 0) {
+    add("long", opt.base_latent, opt.base_samples, opt.base_width, opt.base_depth, 1, opt.long_steps);
+    if (opt.long_constant)
+      add("long-constant", opt.base_latent, opt.base_samples, opt.base_width, opt.base_depth, 1, opt.long_steps,
+          "constant");
+  }
   return runs;
 }
 
@@ -630,7 +648,9 @@ json run_adam_regions_experiment(AdamRegionsOptions opt, const std::string& out_
                                       "distinct_patterns", "distinct_patterns_per_sample", "freeze_step",
                                       "flip_freeze_step", "deff_k90", "deff_k99", "deff_pr",
                                       "phases.pre_freeze_power_slope", "phases.post_freeze_rate_per_unit_lr",
-                                      "phases.post_freeze_exp_r2", "phases.post_freeze_power_r2", "seconds"};
+                                      "phases.post_freeze_exp_r2", "phases.post_freeze_power_r2",
+                                      "phases.post_freeze_grad_rate_per_unit_lr", "phases.post_freeze_grad_exp_r2",
+                                      "phases.lr_at_freeze_over_peak", "seconds"};
   {
     std::ofstream csv(out_dir + "/summary.csv");
     csv.precision(8);
@@ -657,7 +677,7 @@ json run_adam_regions_experiment(AdamRegionsOptions opt, const std::string& out_
     for (const auto& o : opt.optimizers) {
       std::map<int, std::vector<const json*>> by_value;
       for (const auto& r : rows) {
-        if (r["optimizer"] != o || r["sweep"] == "long") continue;
+        if (r["optimizer"] != o || r["sweep"].get<std::string>().rfind("long", 0) == 0) continue;
         // Every run whose other variables sit at the base point belongs to this sweep.
         bool on_axis = (var == "samples" || r["samples"] == opt.base_samples) &&
                        (var == "width" || r["width"] == opt.base_width) &&
@@ -696,7 +716,7 @@ json run_adam_regions_experiment(AdamRegionsOptions opt, const std::string& out_
   for (const auto& o : opt.optimizers) {
     std::vector<double> lx99, lxpr, ly, gx, gy;
     for (const auto& r : rows) {
-      if (r["optimizer"] != o || r["sweep"] == "long") continue;
+      if (r["optimizer"] != o || r["sweep"].get<std::string>().rfind("long", 0) == 0) continue;
       double c = r["total_crossings"].get<double>();
       if (c > 0 && r["deff_k99"].get<double>() > 0) {
         lx99.push_back(std::log(r["deff_k99"].get<double>()));
@@ -724,7 +744,7 @@ json run_adam_regions_experiment(AdamRegionsOptions opt, const std::string& out_
                         {"samples_sweep", opt.samples_sweep}, {"width_sweep", opt.width_sweep},
                         {"depth_sweep", opt.depth_sweep},  {"optimizers", opt.optimizers},
                         {"replicates", opt.replicates},    {"steps", opt.steps},
-                        {"long_steps", opt.long_steps},
+                        {"long_steps", opt.long_steps},   {"long_constant", opt.long_constant},
                         {"adam_lr", opt.adam_lr},          {"adam_betas", {opt.adam_beta1, opt.adam_beta2}},
                         {"adam_eps", opt.adam_eps},        {"sgd_lr", opt.sgd_lr},
                         {"teacher_width", opt.teacher_width}, {"label_noise", opt.label_noise},

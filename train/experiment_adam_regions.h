@@ -48,6 +48,10 @@ struct AdamRegionsOptions {
   // Long runs of the base configuration (sweep "long", replicate 0, every
   // optimizer) for the convergence phases; 0 disables them.
   int64_t long_steps = 10000;
+  // Also run the long base runs at a constant learning rate (sweep
+  // "long-constant"): under the cosine schedule the patterns freeze only once
+  // the rate has decayed to ~0, which hides any post-freeze phase.
+  bool long_constant = true;
   double adam_lr = 3e-3;        // peak of the cosine schedule
   double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_eps = 1e-8;
   double sgd_lr = 0.05;
@@ -99,6 +103,7 @@ struct AdamRegionsRun {
   int latent = 4, samples = 1024, width = 64, depth = 2, replicate = 0;
   std::string sweep = "base";  // which sweep it belongs to (for the tables)
   int64_t steps = 0;           // 0: the options' `steps`
+  std::string schedule = "cosine";  // cosine (peak → 0 over the run) or constant
 };
 
 // Runs one configuration; appends its logged curve to `curves_csv` (may be

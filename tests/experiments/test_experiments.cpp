@@ -134,9 +134,10 @@ TEST(AdamRegions, QuickModeWritesWellFormedOutputs) {
   for (const char* f : {"runs.jsonl", "summary.csv", "curves.csv", "summary.json"})
     EXPECT_TRUE(std::filesystem::exists(dir + "/" + f)) << f;
   // Quick grid: configurations base, n=128, H=16, k=2, k=8, L=1 (the base point is
-  // shared by all sweeps), two optimizers, one replicate, plus two long runs.
+  // shared by all sweeps), two optimizers, one replicate, plus long runs (cosine
+  // and constant learning rate) for each optimizer.
   const int64_t runs = s["runs"].get<int64_t>();
-  EXPECT_EQ(runs, 6 * 2 + 2);
+  EXPECT_EQ(runs, 6 * 2 + 2 * 2);
   EXPECT_EQ(count_lines(dir + "/runs.jsonl"), runs);
   EXPECT_EQ(count_lines(dir + "/summary.csv"), runs + 1);
   EXPECT_GT(count_lines(dir + "/curves.csv"), runs * 10);
@@ -149,6 +150,8 @@ TEST(AdamRegions, QuickModeWritesWellFormedOutputs) {
     EXPECT_TRUE(std::isfinite(r["train_loss"].get<double>())) << id;
     EXPECT_TRUE(std::isfinite(r["gap"].get<double>())) << id;
     EXPECT_LT(r["train_loss"].get<double>(), r["train_loss_init"].get<double>()) << id;
+    if (r["schedule"] == "cosine")  // the last steps have lr ≈ 0, so the patterns freeze before T
+      EXPECT_LT(r["phases"]["lr_at_freeze_over_peak"].get<double>(), 1.0) << id;
     // A crossing needs at least one sign flip since the unit last left the band.
     EXPECT_LE(r["total_crossings"].get<int64_t>(), r["total_flips"].get<int64_t>()) << id;
     EXPECT_GE(r["distinct_patterns"].get<int64_t>(), 1) << id;
