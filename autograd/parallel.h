@@ -12,6 +12,10 @@ int num_threads();
 void set_num_threads(int n);  // also sets OpenBLAS's thread count
 
 template <typename F> void parallel_for(int64_t n, F&& f) {
+  if (n <= 1) {  // no thread team for a single item
+    if (n == 1) f(0);
+    return;
+  }
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) f(i);
 }

@@ -78,23 +78,25 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
     r.impl()->grad.add_(seeds[i]);
   }
 
-  // Reverse topological order by an iterative post-order DFS over nodes.
-  std::vector<Node*> order;
+  // Reverse topological order by an iterative post-order DFS over nodes. The
+  // order holds the nodes strongly: an intermediate tensor is often owned only by
+  // its consumer's inputs, and it owns its producer node (grad_fn).
+  std::vector<std::shared_ptr<Node>> order;
   std::unordered_set<Node*> visited;
-  std::vector<std::pair<Node*, size_t>> stack;
+  std::vector<std::pair<std::shared_ptr<Node>, size_t>> stack;
   for (const Tensor& r : roots) {
-    Node* n = r.impl()->grad_fn.get();
-    if (!n || visited.count(n)) continue;
-    visited.insert(n);
+    std::shared_ptr<Node> n = r.impl()->grad_fn;
+    if (!n || visited.count(n.get())) continue;
+    visited.insert(n.get());
     stack.push_back({n, 0});
     while (!stack.empty()) {
       auto& [node, next] = stack.back();
       if (next < node->inputs.size()) {
         const Tensor& in = node->inputs[next++];
-        Node* child = in.defined() ? in.impl()->grad_fn.get() : nullptr;
-        if (child && !visited.count(child)) {
-          visited.insert(child);
-          stack.push_back({child, 0});
+        std::shared_ptr<Node> child = in.defined() ? in.impl()->grad_fn : nullptr;
+        if (child && !visited.count(child.get())) {
+          visited.insert(child.get());
+          stack.push_back({child, 0});  // may reallocate: node/next are not used after this
         }
       } else {
         order.push_back(node);
@@ -104,7 +106,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
   }
 
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
-    Node* node = *it;
+    Node* node = it->get();
     if (!node->backward)
       throw std::runtime_error("backward through " + node->name +
                                " a second time: the graph is freed after the first backward");
@@ -127,8 +129,14 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
     // Intermediate gradients are not needed once their node has run.
     for (auto& out : alive)
       if (out && out->grad_fn && !out->retain_grad) out->grad = Tensor();
-    node->release();
+    // Free the saved tensors now, but keep the inputs until every node has run:
+    // an input may be an intermediate owned only by this node, whose gradient
+    // buffer its producer (later in the order) still has to read.
+    node->saved_tensors.clear();
+    node->saved_versions.clear();
+    node->backward = nullptr;
   }
+  for (auto& node : order) node->release();
 }
 
 }  // namespace echo

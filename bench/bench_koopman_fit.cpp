@@ -125,3 +125,28 @@ nlohmann::json bench_koopman_fit(const KoopmanBenchConfig& c) {
 }
 
 }  // namespace echo::bench
+
+namespace echo::bench {
+Benchmark benchmark_koopman_fit() {
+  Benchmark b;
+  b.name = "koopman_fit";
+  b.description = "closed-form Koopman fit (SKA), forward and forward+backward, with FLOP/byte counts";
+  b.default_sizes = {{"b", 4}, {"T", 1024}, {"H", 4}, {"r", 24}, {"P", 32}, {"K", 2}, {"chunk", 64}, {"prefix", 0}};
+  b.run = [](const BenchConfig& c) {
+    KoopmanBenchConfig k;
+    k.b = c.size("b");
+    k.T = c.size("T");
+    k.H = c.size("H");
+    k.r = c.size("r");
+    k.P = c.size("P");
+    k.power_steps = static_cast<int>(c.size("K"));
+    k.chunk_size = c.size("chunk");
+    k.prefix = c.size("prefix") != 0;
+    k.device = c.device;
+    k.iters = c.iters;
+    k.warmup = c.warmup;
+    return std::vector<nlohmann::json>{bench_koopman_fit(k)};
+  };
+  return b;
+}
+}  // namespace echo::bench

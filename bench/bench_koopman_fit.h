@@ -31,3 +31,10 @@ struct KoopmanBenchConfig {
 nlohmann::json bench_koopman_fit(const KoopmanBenchConfig& config);
 
 }  // namespace echo::bench
+
+#include "bench/benchmark.h"
+
+namespace echo::bench {
+// `echo-lm bench koopman_fit [--size b=4,T=1024,H=4,r=24,P=32,K=2,chunk=64,prefix=0]`.
+Benchmark benchmark_koopman_fit();
+}  // namespace echo::bench

@@ -19,6 +19,7 @@ const std::vector<RunnerOp>& runner_ops() {
       runner_op_gated_rmsnorm(),
       runner_op_causal_attention(),
       runner_op_koopman_fit(),
+      runner_op_ssd_scan(),
       // RUNNER-OPS (one line per op; keep this marker)
   };
   return ops;

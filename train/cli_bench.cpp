@@ -4,6 +4,8 @@
 #include <memory>
 
 #include "autograd/device.h"
+#include "bench/bench_koopman_fit.h"
+#include "bench/bench_ssd_scan.h"
 #include "bench/bench_unary.h"
 #include "train/cli.h"
 
@@ -15,6 +17,8 @@ namespace {
 std::vector<bench::Benchmark> benchmarks() {
   return {
       bench::benchmark_unary(),
+      bench::benchmark_koopman_fit(),
+      bench::benchmark_ssd_scan(),
   };
 }
 

@@ -1,0 +1,196 @@
+// `echo-lm train` and `echo-lm eval` (spec §6.3).
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <memory>
+
+#include "models/config.h"
+#include "train/checkpoint.h"
+#include "train/cli.h"
+#include "train/evaluate.h"
+#include "train/trainer.h"
+
+namespace echo::cli {
+
+namespace {
+
+// "a.b.c=value": value parsed as JSON when it is JSON (numbers, true, "x"),
+// else taken as a string.
+void apply_override(nlohmann::json& config, const std::string& text) {
+  auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0) throw std::runtime_error("--set '" + text + "': expected KEY=VALUE");
+  std::string key = text.substr(0, eq), raw = text.substr(eq + 1);
+  nlohmann::json value;
+  try {
+    value = nlohmann::json::parse(raw);
+  } catch (...) {
+    value = raw;
+  }
+  nlohmann::json* node = &config;
+  size_t start = 0;
+  for (;;) {
+    auto dot = key.find('.', start);
+    std::string part = key.substr(start, dot - start);
+    if (dot == std::string::npos) {
+      if (!node->is_object() || !node->contains(part))
+        throw std::runtime_error("--set " + key + ": the model config has no key '" + key + "'");
+      (*node)[part] = value;
+      return;
+    }
+    if (!node->contains(part) || !(*node)[part].is_object())
+      throw std::runtime_error("--set " + key + ": the model config has no object '" + key.substr(0, dot) + "'");
+    node = &(*node)[part];
+    start = dot + 1;
+  }
+}
+
+struct TrainArgs {
+  std::string model, config;
+  std::vector<std::string> sets;
+  TrainOptions options;
+  std::vector<std::string> tasks;
+};
+
+struct EvalArgs {
+  std::string checkpoint, device = "cpu";
+  std::vector<std::string> tasks;
+  int64_t examples = 512;
+  uint64_t seed = 12345;
+  bool json = false;
+};
+
+}  // namespace
+
+void add_train_commands(CLI::App& app) {
+  auto a = std::make_shared<TrainArgs>();
+  TrainOptions& o = a->options;
+  CLI::App* t = app.add_subcommand(
+      "train", "Train a model on synthetic tasks (spec §6.3). The run directory gets config.json, metrics.jsonl, "
+               "ckpt_<step>.h5 and latest.h5; --resume continues from latest.h5 bit-identically (CPU).");
+  t->add_option("--model", a->model, "preset name");
+  t->add_option("--config", a->config,
+                "model config JSON (spec §3), or a train config {\"model\": {...} or \"preset\", \"train\": {...}}");
+  t->add_option("--set", a->sets, "override a model config key, e.g. --set ska.power_steps=1 (repeatable)");
+  t->add_option("--task", a->tasks, "task SPEC name:key=value,... (repeatable: a mixture)");
+  t->add_option("--steps", o.steps, "optimizer steps (the schedule's length)")->capture_default_str();
+  t->add_option("--stop-after", o.stop_after, "stop after this step with a checkpoint (resume later)");
+  t->add_option("--batch", o.batch, "sequences per micro-batch")->capture_default_str();
+  t->add_option("--grad-accum", o.grad_accum, "micro-batches per step")->capture_default_str();
+  t->add_option("--lr", o.lr, "peak learning rate")->capture_default_str();
+  t->add_option("--min-lr-ratio", o.min_lr_ratio, "final lr as a fraction of the peak")->capture_default_str();
+  t->add_option("--warmup", o.warmup, "linear warmup steps")->capture_default_str();
+  t->add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
+  t->add_option("--beta1", o.beta1, "AdamW β₁")->capture_default_str();
+  t->add_option("--beta2", o.beta2, "AdamW β₂")->capture_default_str();
+  t->add_option("--clip", o.clip, "clip the global gradient norm (0 = off)")->capture_default_str();
+  t->add_option("--spike-factor", o.spike_factor, "skip steps whose loss exceeds this × running mean (0 = off)")
+      ->capture_default_str();
+  t->add_option("--max-bad-steps", o.max_bad_steps, "abort after this many non-finite steps in a row")
+      ->capture_default_str();
+  t->add_option("--seed", o.seed, "seed of the initialisation, the data and the eval examples")->capture_default_str();
+  add_device_flag(*t, o.device);
+  t->add_option("--threads", o.threads, "CPU threads (0 = all)")->capture_default_str();
+  t->add_option("--log-every", o.log_every, "progress line and metrics record every N steps")->capture_default_str();
+  t->add_option("--eval-every", o.eval_every, "held-out evaluation every N steps (0 = at the end only)")
+      ->capture_default_str();
+  t->add_option("--eval-examples", o.eval_examples, "held-out examples per task and evaluation")->capture_default_str();
+  t->add_option("--ckpt-every", o.ckpt_every, "checkpoint every N steps (0 = at the end only)")->capture_default_str();
+  t->add_option("--keep-last", o.keep_last, "step checkpoints kept")->capture_default_str();
+  t->add_option("--out", o.out, "run directory")->required();
+  t->add_flag("--resume", o.resume, "continue from DIR/latest.h5");
+  t->add_flag("--quiet", o.quiet, "no progress lines");
+  t->callback([a, t] {
+    TrainOptions& o = a->options;
+    const bool resume = o.resume;
+    if (!resume || !a->model.empty() || !a->config.empty()) {
+      if (!a->model.empty() && !a->config.empty()) throw std::runtime_error("give either --model or --config, not both");
+      nlohmann::json model_json;
+      if (!a->model.empty()) {
+        model_json = preset(a->model).to_json();
+      } else if (!a->config.empty()) {
+        std::ifstream f(a->config);
+        if (!f) throw std::runtime_error("--config " + a->config + ": cannot open the file");
+        nlohmann::json j;
+        try {
+          j = nlohmann::json::parse(f);
+        } catch (const nlohmann::json::exception& e) {
+          throw std::runtime_error("--config " + a->config + ": not valid JSON: " + e.what());
+        }
+        if (j.is_object() && (j.contains("model") || j.contains("train"))) {
+          for (auto it = j.begin(); it != j.end(); ++it)
+            if (it.key() != "model" && it.key() != "train")
+              throw std::runtime_error("--config " + a->config + ": unknown top-level key '" + it.key() +
+                                       "' (a train config has 'model' and 'train')");
+          if (!j.contains("model")) throw std::runtime_error("--config " + a->config + ": key 'model' missing");
+          model_json = j["model"].is_string() ? preset(j["model"].get<std::string>()).to_json() : j["model"];
+          TrainOptions file_opts = o;
+          if (j.contains("train")) apply_train_json(j["train"], file_opts);
+          // Flags given on the command line win over the file.
+          TrainOptions from_flags = o;
+          o = file_opts;
+          auto given = [&](const char* name) { return t->get_option(name)->count() > 0; };
+#define ECHO_FLAG(name, field) if (given(name)) o.field = from_flags.field;
+          ECHO_FLAG("--steps", steps) ECHO_FLAG("--stop-after", stop_after) ECHO_FLAG("--batch", batch)
+          ECHO_FLAG("--grad-accum", grad_accum) ECHO_FLAG("--lr", lr) ECHO_FLAG("--min-lr-ratio", min_lr_ratio)
+          ECHO_FLAG("--warmup", warmup) ECHO_FLAG("--weight-decay", weight_decay) ECHO_FLAG("--beta1", beta1)
+          ECHO_FLAG("--beta2", beta2) ECHO_FLAG("--clip", clip) ECHO_FLAG("--spike-factor", spike_factor)
+          ECHO_FLAG("--max-bad-steps", max_bad_steps) ECHO_FLAG("--seed", seed) ECHO_FLAG("--device", device)
+          ECHO_FLAG("--threads", threads) ECHO_FLAG("--log-every", log_every) ECHO_FLAG("--eval-every", eval_every)
+          ECHO_FLAG("--eval-examples", eval_examples) ECHO_FLAG("--ckpt-every", ckpt_every)
+          ECHO_FLAG("--keep-last", keep_last)
+#undef ECHO_FLAG
+          o.out = from_flags.out;
+          o.resume = from_flags.resume;
+          o.quiet = from_flags.quiet;
+        } else {
+          model_json = j;
+        }
+      } else {
+        throw std::runtime_error("one of --model PRESET or --config FILE is required (or --resume)");
+      }
+      for (const auto& s : a->sets) apply_override(model_json, s);
+      o.model = parse_config(model_json);
+    }
+    if (!a->tasks.empty()) o.tasks = a->tasks;
+    TrainSummary s = train(o);
+    std::cout << "done: step " << s.final_step << ", final loss " << std::fixed << std::setprecision(4)
+              << s.final_loss << ", " << std::setprecision(1) << s.seconds << " s"
+              << (s.interrupted ? " (interrupted; resume with --resume)" : "") << "\n";
+    for (auto it = s.final_eval.begin(); it != s.final_eval.end(); ++it)
+      std::cout << "final accuracy " << it.key() << ": " << std::setprecision(4) << it.value()["accuracy"].get<double>()
+                << "\n";
+  });
+
+  auto e = std::make_shared<EvalArgs>();
+  CLI::App* ev = app.add_subcommand("eval", "Accuracy of a checkpoint on held-out task examples, overall and per "
+                                            "query slot, with the chance levels beside it.");
+  ev->add_option("--checkpoint", e->checkpoint, "checkpoint CK.h5")->required();
+  ev->add_option("--task", e->tasks, "task SPEC (repeatable)")->required();
+  ev->add_option("--examples", e->examples, "examples per task")->capture_default_str();
+  ev->add_option("--seed", e->seed, "seed of the examples (use one not used in training)")->capture_default_str();
+  ev->add_flag("--json", e->json, "one JSON object per task");
+  add_device_flag(*ev, e->device);
+  ev->callback([e] {
+    if (e->examples < 1) throw std::runtime_error("--examples must be ≥ 1");
+    auto model = load_model(e->checkpoint);
+    model->to(parse_device(e->device));
+    for (size_t i = 0; i < e->tasks.size(); ++i) {
+      auto task = make_task(e->tasks[i]);
+      if (task->vocab_size() > model->config().vocab_size)
+        throw std::runtime_error("eval: task " + e->tasks[i] + " needs vocab " + std::to_string(task->vocab_size()) +
+                                 ", the model has " + std::to_string(model->config().vocab_size));
+      EvalResult r = evaluate(*model, *task, e->examples, e->seed + i);
+      if (e->json) {
+        std::cout << r.to_json().dump() << "\n";
+        continue;
+      }
+      std::cout << r.task << ": accuracy " << std::fixed << std::setprecision(4) << r.accuracy << " over "
+                << r.scored << " queries in " << r.examples << " examples (uniform guess " << r.chance_uniform
+                << ", informed guess " << r.chance_informed << ")\n  per slot:";
+      for (double p : r.per_slot) std::cout << " " << std::setprecision(3) << p;
+      std::cout << "\n";
+    }
+  });
+}
+
+}  // namespace echo::cli

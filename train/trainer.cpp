@@ -1,0 +1,313 @@
+#include "train/trainer.h"
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "autograd/parallel.h"
+#include "autograd/tape.h"
+#include "data/tasks.h"
+#include "models/lm.h"
+#include "models/params.h"
+#include "ops/binary.h"
+#include "train/checkpoint.h"
+#include "train/evaluate.h"
+#include "train/h5io.h"
+#include "train/optimizer.h"
+
+namespace fs = std::filesystem;
+
+namespace echo {
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+void on_sigint(int) { g_interrupted = true; }
+
+// Seeds of the independent streams, derived from the run seed (docs/training.md).
+uint64_t data_seed(uint64_t seed) { return seed * 0x9E3779B97F4A7C15ull + 1; }
+uint64_t eval_seed(uint64_t seed) { return seed * 0xD1B54A32D192ED03ull + 0xE7A1; }
+
+std::string format_duration(double s) {
+  std::ostringstream o;
+  if (s >= 3600) o << int(s / 3600) << "h" << std::setw(2) << std::setfill('0') << int(s / 60) % 60 << "m";
+  else if (s >= 60) o << int(s / 60) << "m" << std::setw(2) << std::setfill('0') << int(s) % 60 << "s";
+  else o << std::fixed << std::setprecision(1) << s << "s";
+  return o.str();
+}
+
+// Keeps the metrics lines of steps ≤ `step` (a resumed run rewrites what came after).
+void truncate_metrics(const fs::path& path, int64_t step) {
+  if (!fs::exists(path)) return;
+  std::ifstream in(path);
+  std::vector<std::string> keep;
+  std::string line;
+  while (std::getline(in, line)) {
+    try {
+      auto j = nlohmann::json::parse(line);
+      if (j.value("step", int64_t(0)) <= step) keep.push_back(line);
+    } catch (...) {
+      // a torn last line from a crash is dropped
+    }
+  }
+  in.close();
+  std::ofstream out(path, std::ios::trunc);
+  for (auto& l : keep) out << l << "\n";
+}
+
+}  // namespace
+
+nlohmann::json TrainOptions::to_json() const {
+  return {{"tasks", tasks}, {"steps", steps}, {"batch", batch}, {"grad_accum", grad_accum}, {"lr", lr},
+          {"min_lr_ratio", min_lr_ratio}, {"warmup", warmup}, {"weight_decay", weight_decay},
+          {"beta1", beta1}, {"beta2", beta2}, {"clip", clip}, {"spike_factor", spike_factor},
+          {"max_bad_steps", max_bad_steps}, {"seed", seed}, {"device", device}, {"log_every", log_every},
+          {"eval_every", eval_every}, {"eval_examples", eval_examples}, {"ckpt_every", ckpt_every},
+          {"keep_last", keep_last}};
+}
+
+void apply_train_json(const nlohmann::json& j, TrainOptions& o) {
+  if (!j.is_object()) throw std::runtime_error("train config: 'train' must be an object");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    auto num = [&](auto& field) {
+      if (!it.value().is_number())
+        throw std::runtime_error("train config: train." + k + ": expected a number, got " + it.value().dump());
+      using F = std::decay_t<decltype(field)>;
+      field = it.value().get<F>();
+    };
+    if (k == "tasks") {
+      if (!it.value().is_array()) throw std::runtime_error("train config: train.tasks: expected a list of task specs");
+      o.tasks = it.value().get<std::vector<std::string>>();
+    } else if (k == "device") {
+      if (!it.value().is_string()) throw std::runtime_error("train config: train.device: expected \"cpu\" or \"cuda\"");
+      o.device = it.value().get<std::string>();
+    } else if (k == "steps") num(o.steps);
+    else if (k == "batch") num(o.batch);
+    else if (k == "grad_accum") num(o.grad_accum);
+    else if (k == "lr") num(o.lr);
+    else if (k == "min_lr_ratio") num(o.min_lr_ratio);
+    else if (k == "warmup") num(o.warmup);
+    else if (k == "weight_decay") num(o.weight_decay);
+    else if (k == "beta1") num(o.beta1);
+    else if (k == "beta2") num(o.beta2);
+    else if (k == "clip") num(o.clip);
+    else if (k == "spike_factor") num(o.spike_factor);
+    else if (k == "max_bad_steps") num(o.max_bad_steps);
+    else if (k == "seed") num(o.seed);
+    else if (k == "log_every") num(o.log_every);
+    else if (k == "eval_every") num(o.eval_every);
+    else if (k == "eval_examples") num(o.eval_examples);
+    else if (k == "ckpt_every") num(o.ckpt_every);
+    else if (k == "keep_last") num(o.keep_last);
+    else throw std::runtime_error("train config: unknown key 'train." + k + "'");
+  }
+}
+
+static void validate(const TrainOptions& o) {
+  auto need = [](bool c, const std::string& msg) { if (!c) throw std::runtime_error("train: " + msg); };
+  need(!o.out.empty(), "--out DIR is required");
+  need(o.steps >= 1, "steps must be ≥ 1");
+  need(o.batch >= 1, "batch must be ≥ 1");
+  need(o.grad_accum >= 1, "grad_accum must be ≥ 1");
+  need(o.lr > 0 && std::isfinite(o.lr), "lr must be > 0");
+  need(o.min_lr_ratio >= 0 && o.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]");
+  need(o.warmup >= 0, "warmup must be ≥ 0");
+  need(o.clip >= 0, "clip must be ≥ 0");
+  need(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, "beta1 and beta2 must be in [0, 1)");
+  need(!o.tasks.empty(), "at least one --task is required");
+  need(o.device == "cpu" || o.device == "cuda", "device must be cpu or cuda, got '" + o.device + "'");
+  need(o.keep_last >= 1, "keep_last must be ≥ 1");
+  need(o.eval_examples >= 1, "eval_examples must be ≥ 1");
+}
+
+TrainSummary train(const TrainOptions& opt_in) {
+  TrainOptions o = opt_in;
+  validate(o);
+  // Everything that can be checked is checked before training starts.
+  std::vector<std::unique_ptr<Task>> tasks;
+  std::vector<const Task*> task_ptrs;
+  for (const auto& spec : o.tasks) {
+    tasks.push_back(make_task(spec));
+    task_ptrs.push_back(tasks.back().get());
+    if (tasks.back()->vocab_size() > o.model.vocab_size)
+      throw std::runtime_error("train: task " + spec + " uses " + std::to_string(tasks.back()->vocab_size()) +
+                               " tokens but the model's vocab_size is " + std::to_string(o.model.vocab_size));
+  }
+  if (o.threads > 0) set_num_threads(o.threads);
+  const Device device = o.device == "cuda" ? Device::CUDA : Device::CPU;
+
+  fs::path dir(o.out);
+  fs::path latest = dir / "latest.h5";
+  std::unique_ptr<LanguageModel> model;
+  TrainState state;
+  if (o.resume) {
+    if (!fs::exists(latest))
+      throw std::runtime_error("train: --resume: " + latest.string() + " does not exist");
+    model = load_model(latest.string());
+    o.model = model->config();
+  } else {
+    validate_config(o.model);
+    model = make_model(o.model, o.seed);
+  }
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw std::runtime_error("train: cannot create " + dir.string() + ": " + ec.message());
+
+  if (device == Device::CUDA) model->to(Device::CUDA);
+  std::vector<ParamRef> refs;
+  for (const auto& p : model->params().all()) refs.push_back({p.name, p.tensor, !no_weight_decay(p.name)});
+  AdamW optimizer(refs, {o.beta1, o.beta2, 1e-8, o.weight_decay});
+  Rng data_rng(data_seed(o.seed));
+  if (o.resume) {
+    load_training_state(latest.string(), optimizer, state);
+    data_rng.set_state(state.data_rng);
+  }
+
+  nlohmann::json effective = {{"model", o.model.to_json()}, {"train", o.to_json()}};
+  {
+    std::ofstream cfg(dir / "config.json");
+    cfg << effective.dump(2) << "\n";
+    if (!cfg) throw std::runtime_error("train: cannot write " + (dir / "config.json").string());
+  }
+  fs::path metrics_path = dir / "metrics.jsonl";
+  if (o.resume) truncate_metrics(metrics_path, state.step);
+  else std::ofstream(metrics_path, std::ios::trunc);
+  std::ofstream metrics(metrics_path, std::ios::app);
+  if (!metrics) throw std::runtime_error("train: cannot write " + metrics_path.string());
+
+  auto save = [&](int64_t step) {
+    state.step = step;
+    state.data_rng = data_rng.state();
+    fs::path ck = dir / ("ckpt_" + std::to_string(step) + ".h5");
+    nlohmann::json tc = effective["train"];
+    save_checkpoint(ck.string(), *model, &optimizer, &state, &tc);
+    // latest.h5 is a complete copy, itself replaced atomically.
+    h5::atomic_write(latest.string(), [&](const std::string& tmp) { fs::copy_file(ck, tmp, fs::copy_options::overwrite_existing); });
+    // Keep the newest keep_last step checkpoints.
+    std::vector<std::pair<int64_t, fs::path>> found;
+    for (const auto& e : fs::directory_iterator(dir)) {
+      std::string n = e.path().filename().string();
+      if (n.rfind("ckpt_", 0) == 0 && e.path().extension() == ".h5") {
+        try { found.push_back({std::stoll(n.substr(5)), e.path()}); } catch (...) {}
+      }
+    }
+    std::sort(found.begin(), found.end());
+    for (size_t i = 0; i + o.keep_last < found.size(); ++i) fs::remove(found[i].second, ec);
+  };
+
+  auto run_eval = [&](int64_t step) {
+    nlohmann::json acc = nlohmann::json::object(), detail = nlohmann::json::object();
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      EvalResult r = evaluate(*model, *tasks[i], o.eval_examples, eval_seed(o.seed) + i, std::min<int64_t>(o.batch, 64));
+      acc[o.tasks[i]] = r.accuracy;
+      detail[o.tasks[i]] = r.to_json();
+      if (!o.quiet)
+        std::cout << "eval step " << step << " " << o.tasks[i] << ": accuracy " << std::fixed << std::setprecision(4)
+                  << r.accuracy << " (chance " << r.chance_uniform << ", informed guess " << r.chance_informed << ")\n";
+    }
+    metrics << nlohmann::json{{"step", step}, {"eval", true}, {"accuracy", acc}, {"detail", detail}}.dump() << "\n";
+    metrics.flush();
+    return detail;
+  };
+
+  auto previous_handler = std::signal(SIGINT, on_sigint);
+  g_interrupted = false;
+  TrainSummary summary;
+  const auto t_start = std::chrono::steady_clock::now();
+  auto t_last = t_start;
+  int64_t tokens_since_log = 0;
+  const int64_t first = state.step + 1;
+  const int64_t last = o.stop_after > 0 ? std::min(o.stop_after, o.steps) : o.steps;
+  double last_loss = NAN;
+  if (!o.quiet)
+    std::cout << "training " << model->num_params() << " parameters on " << o.device << ", steps " << first << ".."
+              << last << " of " << o.steps << ", batch " << o.batch << "×" << o.grad_accum << "\n";
+
+  int64_t step = state.step;
+  for (step = first; step <= last; ++step) {
+    const double lr = lr_schedule(step, o.warmup, o.steps, o.lr, o.lr * o.min_lr_ratio);
+    optimizer.zero_grad();
+    double loss_sum = 0;
+    bool finite = true;
+    for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
+      Batch b = make_batch(task_ptrs, o.batch, data_rng);
+      Tensor loss = model->loss(b.tokens.to(device), b.targets.to(device), b.mask.to(device));
+      Tensor scaled = o.grad_accum > 1 ? scale(loss, 1.0 / o.grad_accum) : loss;
+      scaled.backward();
+      double l = loss.item();
+      finite = finite && std::isfinite(l);
+      loss_sum += l / o.grad_accum;
+      tokens_since_log += b.tokens.numel();
+    }
+    finite = finite && grads_finite(refs);
+    const double gnorm = finite ? global_grad_norm(refs) : NAN;
+    nlohmann::json rec = {{"step", step}, {"loss", loss_sum}, {"lr", lr}, {"grad_norm", gnorm}};
+    bool skip = false;
+    if (!finite) {
+      skip = true;
+      rec["skipped"] = "non-finite loss or gradient";
+      if (++state.bad_steps >= o.max_bad_steps) {
+        metrics << rec.dump() << "\n";
+        throw std::runtime_error("train: aborting at step " + std::to_string(step) + " after " +
+                                 std::to_string(state.bad_steps) +
+                                 " consecutive non-finite steps (lower --lr or check the data)");
+      }
+    } else if (o.spike_factor > 0 && step > o.warmup && state.loss_ema > 0 && loss_sum > o.spike_factor * state.loss_ema) {
+      skip = true;
+      rec["skipped"] = "loss spike";
+    }
+    if (!skip) {
+      state.bad_steps = 0;
+      if (o.clip > 0 && gnorm > o.clip) scale_grads(refs, o.clip / gnorm);
+      optimizer.step(lr);
+      state.loss_ema = state.loss_ema == 0 ? loss_sum : 0.95 * state.loss_ema + 0.05 * loss_sum;
+      last_loss = loss_sum;
+    }
+    const bool log_now = step % o.log_every == 0 || step == last || skip;
+    if (log_now) {
+      auto now = std::chrono::steady_clock::now();
+      double dt = std::chrono::duration<double>(now - t_last).count();
+      double tps = dt > 0 ? tokens_since_log / dt : 0;
+      double elapsed = std::chrono::duration<double>(now - t_start).count();
+      double eta = (step - first + 1) > 0 ? elapsed / (step - first + 1) * (last - step) : 0;
+      rec["tokens_per_s"] = tps;
+      rec["elapsed_s"] = elapsed;
+      metrics << rec.dump() << "\n";
+      metrics.flush();
+      if (!o.quiet)
+        std::cout << "step " << step << "/" << o.steps << "  loss " << std::fixed << std::setprecision(4) << loss_sum
+                  << "  gnorm " << std::setprecision(3) << gnorm << "  lr " << std::scientific << std::setprecision(2)
+                  << lr << std::defaultfloat << "  " << std::fixed << std::setprecision(0) << tps << " tok/s  ETA "
+                  << format_duration(eta) << (skip ? "  [skipped: " + rec["skipped"].get<std::string>() + "]" : "")
+                  << std::endl;
+      t_last = now;
+      tokens_since_log = 0;
+    }
+    if (o.eval_every > 0 && step % o.eval_every == 0 && step != last) run_eval(step);
+    if (o.ckpt_every > 0 && step % o.ckpt_every == 0 && step != last) save(step);
+    if (g_interrupted) {
+      if (!o.quiet) std::cout << "interrupted: writing a checkpoint at step " << step << "\n";
+      summary.interrupted = true;
+      break;
+    }
+  }
+  if (step > last) step = last;
+  std::signal(SIGINT, previous_handler);
+  save(step);
+  summary.final_step = step;
+  summary.final_loss = last_loss;
+  if (!summary.interrupted) summary.final_eval = run_eval(step);
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  metrics << nlohmann::json{{"step", step}, {"summary", true}, {"final_loss", last_loss}, {"seconds", summary.seconds}}.dump()
+          << "\n";
+  return summary;
+}
+
+}  // namespace echo

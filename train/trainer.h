@@ -1,0 +1,63 @@
+// The training loop behind `echo-lm train` (spec §6.3): AdamW with warmup +
+// cosine, global-norm clipping, gradient accumulation, NaN/Inf and loss-spike
+// guards, periodic held-out evaluation, JSONL metrics, atomic checkpoints with
+// exact resume, and a progress line.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "models/config.h"
+
+namespace echo {
+
+struct TrainOptions {
+  ModelConfig model;
+  std::vector<std::string> tasks{"mqar:M=4,gap=64"};
+  int64_t steps = 1000;
+  int64_t stop_after = 0;   // stop (with a checkpoint) after this step; 0 = run to `steps`
+  int64_t batch = 32;
+  int64_t grad_accum = 1;
+  double lr = 3e-3;
+  double min_lr_ratio = 0.1;
+  int64_t warmup = 100;
+  double weight_decay = 0.1;
+  double beta1 = 0.9, beta2 = 0.95;
+  double clip = 1.0;            // global grad-norm clip; 0 = off
+  double spike_factor = 0;      // skip a step whose loss exceeds factor × running mean; 0 = off
+  int64_t max_bad_steps = 5;    // abort after this many non-finite steps in a row
+  uint64_t seed = 1;
+  std::string device = "cpu";
+  int threads = 0;              // CPU threads; 0 = all
+  int64_t log_every = 10;
+  int64_t eval_every = 0;       // 0 = only at the end
+  int64_t eval_examples = 256;
+  int64_t ckpt_every = 0;       // 0 = only at the end
+  int64_t keep_last = 3;
+  std::string out;
+  bool resume = false;
+  bool quiet = false;
+
+  nlohmann::json to_json() const;  // the "training" part of config.json
+};
+
+// Training keys of a JSON train config ({"model": ..., "train": {...}}); unknown
+// keys are errors naming them.
+void apply_train_json(const nlohmann::json& train, TrainOptions& options);
+
+struct TrainSummary {
+  int64_t final_step = 0;
+  double final_loss = 0;
+  nlohmann::json final_eval;  // per task
+  double seconds = 0;
+  bool interrupted = false;
+};
+
+// Runs (or resumes) a training run into options.out. Throws on bad input before
+// any training starts; SIGINT stops after the current step with a checkpoint.
+TrainSummary train(const TrainOptions& options);
+
+}  // namespace echo
