@@ -21,6 +21,7 @@ void add_op_commands(CLI::App& app);     // op, gradcheck        (cli_op.cpp)
 void add_bench_commands(CLI::App& app);  // bench                (cli_bench.cpp)
 void add_model_commands(CLI::App& app);  // init, info, forward, generate (cli_model.cpp)
 void add_train_commands(CLI::App& app);  // train, eval          (cli_train.cpp)
+void add_experiment_commands(CLI::App& app);  // experiment   (cli_experiment.cpp)
 
 // ---- shared flag helpers ----------------------------------------------------------
 

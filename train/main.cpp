@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   echo::cli::add_model_commands(app);
   echo::cli::add_op_commands(app);
   echo::cli::add_bench_commands(app);
+  echo::cli::add_experiment_commands(app);
 
   try {
     std::string commands;
