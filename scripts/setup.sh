@@ -3,9 +3,11 @@
 # Idempotent and non-interactive: checks each package with dpkg first and runs
 # apt-get (update + install) only when something is missing. Works as root, or
 # through sudo when run as another user.
+#   --fuzz   also clang with its libFuzzer/sanitizer runtimes and OpenMP (scripts/fuzz.sh only)
 set -euo pipefail
 
 PACKAGES=(cmake g++ libhdf5-dev hdf5-tools libcli11-dev libgtest-dev libopenblas-dev nlohmann-json3-dev)
+if [ "${1:-}" = "--fuzz" ]; then PACKAGES+=(clang libclang-rt-dev libomp-dev); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
