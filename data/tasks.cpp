@@ -1,6 +1,7 @@
 #include "data/tasks.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <numeric>
 #include <set>
@@ -29,7 +30,12 @@ class Params {
       size_t pos = 0;
       long long v = std::stoll(it->second, &pos);
       if (pos != it->second.size()) throw std::invalid_argument("");
+      // Within int32, every length a task derives (e.g. calls·(3 + filler) + 2)
+      // fits int64 without overflow.
+      if (v < INT32_MIN || v > INT32_MAX) throw std::out_of_range("");
       return v;
+    } catch (const std::out_of_range&) {
+      fail(key, "'" + it->second + "' is out of range (at most 2147483647 in magnitude)");
     } catch (...) {
       fail(key, "expected an integer, got '" + it->second + "'");
     }
@@ -458,7 +464,7 @@ std::string TaskSpec::str() const {
   return out;
 }
 
-std::unique_ptr<Task> make_task(const TaskSpec& s) {
+static std::unique_ptr<Task> make_task_unchecked(const TaskSpec& s) {
   if (s.name == "mqar") return std::make_unique<Mqar>(s);
   if (s.name == "niah") return std::make_unique<Niah>(s);
   if (s.name == "tooltrace") return std::make_unique<ToolTrace>(s);
@@ -467,6 +473,15 @@ std::unique_ptr<Task> make_task(const TaskSpec& s) {
   if (s.name == "commonword") return std::make_unique<CommonWord>(s);
   throw std::runtime_error("unknown task '" + s.name +
                            "' (known: mqar, niah, tooltrace, sysprompt, multihop, commonword)");
+}
+
+std::unique_ptr<Task> make_task(const TaskSpec& s) {
+  auto task = make_task_unchecked(s);
+  // A spec is a short string; every sample allocates seq_len tokens three times over.
+  if (task->seq_len() > kMaxTaskSeqLen)
+    throw std::runtime_error("task " + s.str() + ": sequence length " + std::to_string(task->seq_len()) +
+                             " exceeds the limit " + std::to_string(kMaxTaskSeqLen));
+  return task;
 }
 
 Batch make_batch(const std::vector<const Task*>& tasks, int64_t b, Rng& rng) {

@@ -57,7 +57,9 @@ class Task {
   TaskSpec spec_;
 };
 
-// Throws naming the task or key on a bad spec.
+// Throws naming the task or key on a bad spec: integer values must lie within
+// int32, and the sequence length within kMaxTaskSeqLen.
+constexpr int64_t kMaxTaskSeqLen = int64_t(1) << 24;
 std::unique_ptr<Task> make_task(const TaskSpec& spec);
 inline std::unique_ptr<Task> make_task(const std::string& text) { return make_task(TaskSpec::parse(text)); }
 

@@ -1,5 +1,6 @@
 #include "models/config.h"
 
+#include <climits>
 #include <cmath>
 #include <fstream>
 #include <set>
@@ -74,6 +75,9 @@ class ObjectReader {
 void require_min(const std::string& key, int64_t value, int64_t lo) {
   if (value < lo) config_error(key, "must be >= " + std::to_string(lo) + ", got " + std::to_string(value));
 }
+void require_max(const std::string& key, int64_t value, int64_t hi) {
+  if (value > hi) config_error(key, "must be <= " + std::to_string(hi) + ", got " + std::to_string(value));
+}
 void require_positive(const std::string& key, double value) {
   if (!(value > 0) || !std::isfinite(value)) {
     std::ostringstream o;
@@ -120,7 +124,73 @@ AttnConfig parse_attn(const nlohmann::json& j) {
   return a;
 }
 
+// a·b and a+b for non-negative sizes, refusing results past kMaxParameters.
+struct SizeMath {
+  std::string key;  // the config key named when the limit is hit
+  int64_t mul(int64_t a, int64_t b) const {
+    if (a < 0 || b < 0 || (a > 0 && b > kMaxParameters / a)) too_large();
+    return a * b;
+  }
+  int64_t add(int64_t a, int64_t b) const {
+    if (a > kMaxParameters - b) too_large();
+    return a + b;
+  }
+  [[noreturn]] void too_large() const {
+    config_error(key, "model too large (more than 2^40 parameters, or a size that overflows)");
+  }
+};
+
 }  // namespace
+
+int64_t parameter_count(const ModelConfig& c) {
+  SizeMath m{"d_model"};
+  const int64_t d = c.d_model;
+  int64_t total = m.add(m.mul(c.vocab_size, d), d);  // embedding, norm_f
+  int64_t per_kind[3] = {0, 0, 0};                   // mixer + norms + MLP of an M, S, A layer
+  int64_t mlp = 0;
+  if (c.mlp == "koopman") {
+    m.key = "d_model";
+    const int64_t dk = m.mul(m.add(m.mul(8, d), 3 * 64 - 1) / (3 * 64), 64);
+    mlp = m.add(m.mul(2, m.mul(dk, d)), dk);  // lift, read; rot_gamma and rot_omega dk/2 each
+  } else if (c.mlp == "swiglu") {
+    m.key = "d_ff";
+    mlp = m.mul(3, m.mul(c.d_ff, d));  // gate, up, down
+  }
+  const int64_t norms_and_mlp = c.mlp == "none" ? d : m.add(m.mul(2, d), mlp);
+  if (c.mamba && c.has_letter('M')) {
+    const MambaConfig& mb = *c.mamba;
+    m.key = "mamba";
+    const int64_t d_inner = m.mul(mb.expand, d), heads = d_inner / std::max<int64_t>(mb.headdim, 1);
+    const int64_t conv_dim = m.add(d_inner, m.mul(2, m.mul(mb.ngroups, mb.d_state)));
+    const int64_t in_proj_dim = m.add(m.add(d_inner, conv_dim), heads);
+    int64_t n = m.mul(in_proj_dim, d);               // in_proj
+    n = m.add(n, m.mul(conv_dim, m.add(mb.d_conv, 1)));  // conv1d weight [conv_dim, W] and bias
+    n = m.add(n, m.add(m.mul(3, heads), d_inner));   // dt_bias, A_log, D; norm
+    n = m.add(n, m.mul(d, d_inner));                 // out_proj
+    per_kind[0] = n;
+  }
+  if (c.ska && c.has_letter('S')) {
+    const SkaConfig& s = *c.ska;
+    m.key = "ska";
+    const int64_t hr = m.mul(s.heads, s.rank), hp = m.mul(s.heads, s.head_dim_v);
+    int64_t n = m.add(m.mul(m.mul(2, hr), d), m.mul(m.mul(2, hp), d));  // w_k, w_q; w_v, w_o
+    n = m.add(n, 2);                                                  // gamma_raw, eta
+    if (s.write_gate) n = m.add(n, m.mul(s.heads, m.add(d, 1)));       // w_beta weight and bias
+    if (s.filter == "poly") n = m.add(n, m.mul(s.heads, m.add(s.power_steps, 1)));  // filter_coef
+    per_kind[1] = n;
+  }
+  if (c.attn && c.has_letter('A')) {
+    m.key = "attn";
+    const int64_t width = m.mul(c.attn->heads, c.attn->head_dim);
+    per_kind[2] = m.add(m.mul(m.mul(3, width), d), m.mul(d, width));  // qkv, out_proj
+  }
+  m.key = "n_layers";
+  for (char letter : c.layer_pattern) {
+    const int64_t mixer = letter == 'M' ? per_kind[0] : letter == 'S' ? per_kind[1] : per_kind[2];
+    total = m.add(total, m.add(mixer, norms_and_mlp));
+  }
+  return total;
+}
 
 void validate_config(const ModelConfig& c) {
   require_min("vocab_size", c.vocab_size, 1);
@@ -154,7 +224,7 @@ void validate_config(const ModelConfig& c) {
     require_min("mamba.ngroups", m.ngroups, 1);
     require_min("mamba.d_conv", m.d_conv, 1);
     require_min("mamba.chunk_size", m.chunk_size, 1);
-    const int64_t d_inner = m.d_inner(c.d_model);
+    const int64_t d_inner = SizeMath{"mamba.expand"}.mul(m.expand, c.d_model);  // checked m.d_inner()
     if (d_inner % m.headdim != 0)
       config_error("mamba.headdim", "d_inner=" + std::to_string(d_inner) + " is not a multiple of headdim=" +
                                         std::to_string(m.headdim));
@@ -172,6 +242,9 @@ void validate_config(const ModelConfig& c) {
     require_positive("ska.ridge", s.ridge);
     require_min("ska.power_steps", s.power_steps, 0);
     require_min("ska.power_iters", s.power_iters, 1);
+    // The mixer passes both to koopman_fit as int (power_steps + 1 coefficients).
+    require_max("ska.power_steps", s.power_steps, INT32_MAX - 1);
+    require_max("ska.power_iters", s.power_iters, INT32_MAX);
     if (s.mode != "chunk" && s.mode != "prefix")
       config_error("ska.mode", "\"" + s.mode + "\" is not one of chunk, prefix");
     if (s.filter != "power" && s.filter != "poly")
@@ -186,6 +259,7 @@ void validate_config(const ModelConfig& c) {
                                         std::to_string(a.head_dim));
     require_positive("attn.rope_base", a.rope_base);
   }
+  parameter_count(c);  // throws past kMaxParameters
 }
 
 ModelConfig parse_config(const nlohmann::json& j) {

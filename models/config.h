@@ -74,8 +74,16 @@ struct ModelConfig {
 ModelConfig parse_config(const nlohmann::json& j);
 ModelConfig parse_config_text(const std::string& json_text);
 ModelConfig load_config_file(const std::string& path);
-// Re-checks a config built in code (parse_config calls it too).
+// Re-checks a config built in code (parse_config calls it too). It also
+// refuses a model of more than kMaxParameters parameters, which keeps every size
+// derived from the config (d_inner, H·r, ...) far from int64 overflow.
 void validate_config(const ModelConfig& c);
+
+// The number of parameters the model of `c` has (spec §2.6), computed from the
+// config alone, without building it; throws "config: ...: model too large" past
+// kMaxParameters. Checkpoint loading compares it with the file before allocating.
+constexpr int64_t kMaxParameters = int64_t(1) << 40;
+int64_t parameter_count(const ModelConfig& c);
 
 // Named presets (embedded in the binary; the same text as configs/<name>.json).
 ModelConfig preset(const std::string& name);

@@ -7,19 +7,29 @@
 // beta = 1, so it adds into the gradient buffer as the tape contract asks.
 // linear: y = x Wᵀ + b gives dx += dy W, dW += dyᵀ x, db += dyᵀ·1 (column sums).
 //
-// Threads: the CPU gemm/gemv calls are made from the calling thread, never from
-// inside parallel_for. OpenBLAS (the pthread build) then splits each large
-// product over its own pool, whose size set_num_threads() sets alongside
-// OpenMP's; a call from inside an OpenMP region would nest the two pools and
-// oversubscribe the cores.
+// Threads and determinism: OpenBLAS splits a product over its threads by the
+// thread count, and its edge kernels add in another order than its main kernel,
+// so the same product can differ in the last bits between thread counts
+// (OpenBLAS 0.3.21 dgemm, 384×512·512×320: 1709 of the outputs differ with 3
+// threads from 1 thread; tests/reliability/test_determinism.cpp). So every CPU
+// product here uses a partition of its own that depends on the shape alone: C
+// cut into at most 16 blocks of rows (of columns when C is wider than tall), each
+// at least 64 long, one single-threaded BLAS call per block, the blocks spread
+// over threads by parallel_for. Results are then bit-identical for any thread
+// count. Cost (docs/reliability.md): on one thread within ~5% of a single call
+// (B is packed once per block); on two threads within the noise of OpenBLAS's
+// own threading; a product under 2·64 rows and columns runs on one thread.
+// These calls are made from the calling thread, never from inside parallel_for.
 #include "ops/matmul.h"
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 #include <vector>
 
+#include "autograd/parallel.h"
 #include "ops/common.h"
 #if ECHO_HAVE_CUDA
 #include "cuda/matmul.cuh"
@@ -31,6 +41,26 @@ namespace {
 void check_blas_size(const char* op, int64_t v) {
   if (v > INT_MAX) op_error(op, "dimension " + std::to_string(v) + " exceeds the BLAS index range");
 }
+
+// Block length for `extent` rows (or columns): ≥ 64, at most 16 blocks.
+int64_t blas_block(int64_t extent) { return std::max<int64_t>(64, (extent + 15) / 16); }
+
+// OpenBLAS on one thread for the scope (the blocks are the parallelism); the
+// count set_num_threads() chose is restored for other BLAS users.
+class SingleThreadedBlas {
+ public:
+  SingleThreadedBlas() : saved_(openblas_get_num_threads()) {
+    if (saved_ != 1) openblas_set_num_threads(1);
+  }
+  ~SingleThreadedBlas() {
+    if (saved_ != 1) openblas_set_num_threads(saved_);
+  }
+  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+
+ private:
+  int saved_;
+};
 
 // Row-major C[M,N] = alpha·op(A)·op(B) + beta·C (cblas_?gemm with CblasRowMajor).
 // K = 0 is handled here (C = beta·C; only beta 0 or 1 occur) so BLAS never sees it.
@@ -45,10 +75,23 @@ void gemm_cpu(const char* op, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
   }
   for (int64_t v : {M, N, K, lda, ldb, ldc}) check_blas_size(op, v);
   const auto opa = ta ? CblasTrans : CblasNoTrans, opb = tb ? CblasTrans : CblasNoTrans;
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, opa, opb, (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
-  else
-    cblas_dgemm(CblasRowMajor, opa, opb, (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+  auto call = [&](int64_t m, int64_t n, const T* a, const T* b, T* c) {
+    if constexpr (std::is_same_v<T, float>)
+      cblas_sgemm(CblasRowMajor, opa, opb, (int)m, (int)n, (int)K, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+    else
+      cblas_dgemm(CblasRowMajor, opa, opb, (int)m, (int)n, (int)K, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+  };
+  // Rows i0.. of C come from rows i0.. of op(A) (columns of A when stored
+  // transposed); columns j0.. of C from columns j0.. of op(B).
+  const bool by_rows = M >= N;
+  const int64_t extent = by_rows ? M : N;
+  const int64_t step = blas_block(extent);
+  SingleThreadedBlas single;
+  parallel_for((extent + step - 1) / step, [&](int64_t block) {
+    const int64_t i0 = block * step, len = std::min(step, extent - i0);
+    if (by_rows) call(len, N, A + (ta ? i0 : i0 * lda), B, C + i0 * ldc);
+    else call(M, len, A, B + (tb ? i0 * ldb : i0), C + i0);
+  });
 }
 
 // dbias[o] += Σ_r dy[r, o] as dyᵀ·ones (gemv, beta = 1).
@@ -57,10 +100,17 @@ template <typename T> void column_sums_cpu(const char* op, const T* dy, T* dbias
   check_blas_size(op, rows);
   check_blas_size(op, cols);
   std::vector<T> ones(static_cast<size_t>(rows), T(1));
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemv(CblasRowMajor, CblasTrans, (int)rows, (int)cols, 1.f, dy, (int)cols, ones.data(), 1, 1.f, dbias, 1);
-  else
-    cblas_dgemv(CblasRowMajor, CblasTrans, (int)rows, (int)cols, 1.0, dy, (int)cols, ones.data(), 1, 1.0, dbias, 1);
+  const int64_t step = blas_block(cols);
+  SingleThreadedBlas single;  // column blocks fixed by the shape, as in gemm_cpu
+  parallel_for((cols + step - 1) / step, [&](int64_t block) {
+    const int64_t j0 = block * step, len = std::min(step, cols - j0);
+    if constexpr (std::is_same_v<T, float>)
+      cblas_sgemv(CblasRowMajor, CblasTrans, (int)rows, (int)len, 1.f, dy + j0, (int)cols, ones.data(), 1, 1.f,
+                  dbias + j0, 1);
+    else
+      cblas_dgemv(CblasRowMajor, CblasTrans, (int)rows, (int)len, 1.0, dy + j0, (int)cols, ones.data(), 1, 1.0,
+                  dbias + j0, 1);
+  });
 }
 
 // One gemm on either device; T is float on CUDA.

@@ -25,6 +25,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "autograd/random.h"
@@ -199,7 +200,11 @@ __attribute__((always_inline)) inline Real exp_poly(Real x) {
   const Real shift = K::kShift;
   std::memcpy(&shifted_bits, &shifted, sizeof(Real));
   std::memcpy(&shift_bits, &shift, sizeof(Real));
-  const Bits scale_bits = (shifted_bits - shift_bits + K::kBias) << K::kMantissa;  // 2ⁿ
+  // 2ⁿ. Shifted as unsigned: for x = NaN the exponent field is garbage (the
+  // result is NaN anyway) and may be negative, which a signed shift makes UB.
+  using UBits = std::make_unsigned_t<Bits>;
+  const Bits scale_bits =
+      static_cast<Bits>(static_cast<UBits>(shifted_bits - shift_bits + K::kBias) << K::kMantissa);
   Real scale;
   std::memcpy(&scale, &scale_bits, sizeof(Real));
   Real result = p * scale;

@@ -141,6 +141,27 @@ std::unique_ptr<LanguageModel> load_model(const std::string& path) {
   } catch (const std::exception& e) {
     throw std::runtime_error(path + ": stored config: " + e.what());
   }
+  // Building the model allocates what the config says; a corrupt or hostile
+  // config must not make that far more than the file holds. So first compare the
+  // config's parameter count with the values stored under /model (shapes only;
+  // h5::File::read checks that the data behind a shape is really there). Small
+  // differences (a missing or misshapen parameter) pass, so that
+  // load_parameters can name the dataset.
+  {
+    h5::File f = h5::File::open(path);
+    if (!f.has_group("/model")) throw std::runtime_error(path + ": group '/model' missing");
+    int64_t stored = 0;
+    for (const auto& name : f.list_datasets("/model", true)) {
+      const int64_t n = shape_numel(f.dataset_shape("/model/" + name));
+      if (n > kMaxParameters - stored)
+        throw std::runtime_error(path + ": /model holds more than 2^40 values");
+      stored += n;
+    }
+    const int64_t expected = parameter_count(config);
+    if (expected > 2 * stored + (int64_t(1) << 20))
+      throw std::runtime_error(path + ": the stored config describes " + std::to_string(expected) +
+                               " parameters but /model holds " + std::to_string(stored) + " values");
+  }
   auto model = make_model(config, 0);
   load_parameters(path, *model);
   return model;

@@ -1,4 +1,5 @@
 // `echo-lm train` and `echo-lm eval` (spec §6.3).
+#include <cstdlib>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -49,6 +50,7 @@ struct TrainArgs {
   std::vector<std::string> sets;
   TrainOptions options;
   std::vector<std::string> tasks;
+  bool deterministic = false;
 };
 
 struct EvalArgs {
@@ -99,6 +101,9 @@ void add_train_commands(CLI::App& app) {
   t->add_option("--out", o.out, "run directory")->required();
   t->add_flag("--resume", o.resume, "continue from DIR/latest.h5");
   t->add_flag("--quiet", o.quiet, "no progress lines");
+  t->add_flag("--deterministic", a->deterministic,
+              "bit-reproducible runs (docs/reliability.md): CPU runs and our CUDA kernels always are; this also "
+              "fixes cuBLAS's workspace (CUBLAS_WORKSPACE_CONFIG=:4096:8)");
   t->callback([a, t] {
     TrainOptions& o = a->options;
     const bool resume = o.resume;
@@ -155,6 +160,9 @@ void add_train_commands(CLI::App& app) {
       o.model = parse_config(model_json);
     }
     if (!a->tasks.empty()) o.tasks = a->tasks;
+    // cuBLAS reads the variable when its handle is created (first CUDA product,
+    // inside train()); a value the user set wins.
+    if (a->deterministic) setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", 0);
     TrainSummary s = train(o);
     std::cout << "done: step " << s.final_step << ", final loss " << std::fixed << std::setprecision(4)
               << s.final_loss << ", " << std::setprecision(1) << s.seconds << " s"

@@ -18,7 +18,17 @@ namespace {
 // HDF5 prints its whole error stack to stderr by default; we turn errors into
 // exceptions instead. Done before every open (cheap, and per-thread in
 // thread-safe builds of the library).
+//
 void silence_hdf5() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+
+// No exit-time cleanup by HDF5: when a write fails (disk full), H5Fclose fails
+// half-way and HDF5 1.10 keeps the file's id while freeing parts of it; the
+// library's atexit cleanup then closes that id again and crashes (SEGV in
+// H5F__close_cb; tests/reliability/test_faults.cpp). Every file we write is
+// closed explicitly (File::close, atomic_write), so skipping that cleanup loses
+// nothing. It has to run before the library's first use, and macros such as
+// H5F_ACC_RDONLY already initialise it: hence a static initialiser.
+const bool g_hdf5_no_atexit = H5dont_atexit() >= 0;
 
 // The most specific message on HDF5's error stack (set by the call that just
 // failed), e.g. "truncated file: eof = 1024, ...". Empty when there is none.
@@ -30,6 +40,15 @@ std::string hdf5_reason() {
              return 0;
            },
            &reason);
+  // The file driver's I/O errors list time, file name, descriptor, buffer and
+  // offsets: keep the operation and the system's message ("file write failed:
+  // No space left on device").
+  const std::string tag = "error message = '";
+  const size_t at = reason.find(tag), colon = reason.find(':');
+  if (at != std::string::npos && colon != std::string::npos && colon < at) {
+    const size_t end = reason.find('\'', at + tag.size());
+    reason = reason.substr(0, colon) + ": " + reason.substr(at + tag.size(), end - at - tag.size());
+  }
   return reason.empty() ? "" : " (HDF5: " + reason + ")";
 }
 
@@ -201,6 +220,7 @@ bool File::has_dataset(const std::string& key) const { return object_type(id_che
 bool File::has_group(const std::string& key) const { return object_type(id_checked(), key) == H5I_GROUP; }
 
 namespace {
+constexpr int64_t kMaxElements = int64_t(1) << 56;
 struct DatasetInfo {
   Shape shape;
   DType dtype;
@@ -231,8 +251,45 @@ static DatasetInfo describe_dataset(const File& f, hid_t ds, const std::string& 
   std::vector<hsize_t> dims(rank);
   if (rank > 0 && H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr) < 0)
     return fail("has an unreadable shape" + hdf5_reason());
-  for (hsize_t d : dims) info.shape.push_back(static_cast<int64_t>(d));
+  // The shape is metadata that a corrupt file can set to anything: refuse sizes
+  // whose element count (zero dimensions counted as one, so that [0, 2^63] is no
+  // loophole for later products) would overflow.
+  int64_t extent = 1;
+  for (hsize_t d : dims) {
+    const int64_t m = std::max<int64_t>(d > hsize_t(kMaxElements) ? kMaxElements + 1 : int64_t(d), 1);
+    if (m > kMaxElements / extent) return fail("has an impossible shape (more than 2^56 elements)");
+    extent *= m;
+    info.shape.push_back(static_cast<int64_t>(d));
+  }
   return info;
+}
+
+// Before a read allocates what the shape declares, check that the file holds
+// that data: raw (unfiltered) data must be stored in full and fit in the file;
+// compressed data may not expand past 1024× the file. Virtual and external
+// datasets (data in other files) are refused.
+static void check_stored_size(const File& f, hid_t file, hid_t ds, const std::string& key, const Shape& shape) {
+  auto fail = [&](const std::string& what) {
+    throw std::runtime_error(f.path() + ": dataset '" + shown(key) + "' " + what);
+  };
+  Handle dcpl(H5Dget_create_plist(ds), H5Pclose);
+  Handle type(H5Dget_type(ds), H5Tclose);
+  if (!dcpl.ok() || !type.ok()) fail("is unreadable" + hdf5_reason());
+  const H5D_layout_t layout = H5Pget_layout(dcpl.get());
+  if (layout == H5D_VIRTUAL) fail("is a virtual dataset (not supported)");
+  if (H5Pget_external_count(dcpl.get()) != 0) fail("keeps its data in external files (not supported)");
+  const bool filtered = layout == H5D_CHUNKED && H5Pget_nfilters(dcpl.get()) > 0;
+  hsize_t file_size = 0;
+  if (H5Fget_filesize(file, &file_size) < 0) fail("is unreadable: file size unknown" + hdf5_reason());
+  const long double declared = static_cast<long double>(shape_numel(shape)) * H5Tget_size(type.get());
+  const long double stored = static_cast<long double>(H5Dget_storage_size(ds));
+  const long double limit = filtered ? 1024.0L * file_size : static_cast<long double>(file_size);
+  if (!filtered && stored < declared)
+    fail("declares " + std::to_string(static_cast<uint64_t>(declared)) + " bytes but the file stores " +
+         std::to_string(static_cast<uint64_t>(stored)) + " (truncated or corrupt file, or data never written)");
+  if (declared > limit)
+    fail("declares " + std::to_string(static_cast<uint64_t>(declared)) + " bytes, more than a " +
+         std::to_string(file_size) + "-byte file can hold");
 }
 
 static Handle open_dataset(const File& f, hid_t file, const std::string& key) {
@@ -257,6 +314,7 @@ DType File::dataset_dtype(const std::string& key) const {
 Tensor File::read(const std::string& key) const {
   Handle ds = open_dataset(*this, id_checked(), key);
   DatasetInfo info = describe_dataset(*this, ds.get(), key);
+  check_stored_size(*this, id_checked(), ds.get(), key, info.shape);
   Tensor t = Tensor::empty(info.shape, info.dtype, Device::CPU);
   // HDF5 converts from the file's type (any byte order or integer width) to
   // the native one we ask for.
@@ -540,7 +598,14 @@ void atomic_write(const std::string& path, const std::function<void(const std::s
   ::close(fd);
 
   try {
-    write(tmp);
+    try {
+      write(tmp);
+    } catch (const std::runtime_error& e) {
+      // Name the file being written, not its temporary stand-in.
+      const std::string msg = e.what();
+      if (msg.compare(0, tmp.size(), tmp) != 0) throw;
+      throw std::runtime_error(path + msg.substr(tmp.size()));
+    }
     fsync_path(tmp, O_RDONLY | O_CLOEXEC, path);
     if (::rename(tmp.c_str(), path.c_str()) != 0)
       throw std::runtime_error(path + ": cannot move the new file into place: " + errno_text());
