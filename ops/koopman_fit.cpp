@@ -19,6 +19,7 @@
 #include "ops/koopman_fit.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -832,7 +833,9 @@ Geometry check_inputs(const Tensor& k, const Tensor& q, const Tensor& v, const T
     op_check(mask.device() == k.device(), kOp, "mask must be on the device of k, got " + mask.describe());
     op_check(mask.dtype() != DType::BF16, kOp, "mask must be integer, f32 or f64 0/1, got " + mask.describe());
   }
-  g.S = o.chunk_size;
+  // A chunk longer than the sequence is the sequence (one chunk): clamping keeps
+  // T + S − 1 and the per-chunk sizes from overflowing for absurd chunk_size.
+  g.S = std::min<int64_t>(o.chunk_size, std::max<int64_t>(g.T, 1));
   g.n_chunks = (g.T + g.S - 1) / g.S;
   g.prefix = mask.defined();
   g.n_ops = g.prefix ? 1 : g.n_chunks;
@@ -1156,6 +1159,9 @@ int64_t integral_attr(const OpAttrs& attrs, const OpAttrs& defaults, const std::
   auto it = attrs.find(key);
   const double x = it != attrs.end() ? it->second : defaults.at(key);
   op_check(std::isfinite(x) && x == std::floor(x), kOp, "attribute " + key + " must be an integer, got " + std::to_string(x));
+  // Converting a double outside the target's range is undefined (found by fuzzing
+  // the op runner); the options are ints.
+  op_check(std::fabs(x) <= INT32_MAX, kOp, "attribute " + key + " is out of range, got " + std::to_string(x));
   return static_cast<int64_t>(x);
 }
 Tensor l2_normalised(const Tensor& x) {  // along the last dimension, f64 CPU

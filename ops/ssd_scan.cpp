@@ -61,7 +61,9 @@ Dims check_inputs(const Tensor& x, const Tensor& dt, const Tensor& A, const Tens
   check_rank(kOp, "B", B, 4);
   Dims d;
   d.batch = x.size(0), d.T = x.size(1), d.H = x.size(2), d.P = x.size(3);
-  d.G = B.size(2), d.N = B.size(3), d.Q = chunk_size;
+  // A chunk longer than the sequence is the sequence: clamping changes nothing
+  // but keeps T + Q − 1 and the Q×Q workspaces finite for absurd chunk sizes.
+  d.G = B.size(2), d.N = B.size(3), d.Q = std::min<int64_t>(chunk_size, std::max<int64_t>(d.T, 1));
   check_shape(kOp, "dt", dt, {d.batch, d.T, d.H});
   check_shape(kOp, "A", A, {d.H});
   check_shape(kOp, "B", B, {d.batch, d.T, d.G, d.N});
@@ -782,7 +784,7 @@ RunnerOp runner_op_ssd_scan() {
     };
     auto it = attrs.find("chunk_size");
     const double cs = it == attrs.end() ? 64.0 : it->second;
-    op_check(cs >= 1 && cs == std::floor(cs), kOp,
+    op_check(cs >= 1 && cs == std::floor(cs) && cs <= 9.0e15, kOp,  // 9e15 < 2^53: the cast below is exact
              "chunk_size must be a positive integer, got " + std::to_string(cs));
     SsdResult r = ssd_scan(get("x", true), get("dt", true), get("A", true), get("B", true), get("C", true),
                            get("D", false), get("h0", false), static_cast<int64_t>(cs));

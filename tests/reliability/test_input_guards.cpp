@@ -5,6 +5,7 @@
 
 #include "models/config.h"
 #include "models/lm.h"
+#include "ops/runner.h"
 #include "reliability/reliability_util.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
@@ -117,4 +118,31 @@ TEST(InputGuards, CheckpointConfigMuchLargerThanItsParametersIsRefused) {
   }
   std::string e = error_of([&] { load_model(d.file("ck.h5")); });
   EXPECT_TRUE(has(e, "ck.h5") && has(e, "parameters but /model holds")) << e;
+}
+
+// Runner attributes are doubles from a file: out-of-range ones are refused
+// (casting them was undefined: found by fuzzing the op runner), and a chunk
+// longer than the sequence behaves as the sequence, without a workspace sized by
+// the chunk.
+TEST(InputGuards, RunnerOpsRefuseAbsurdAttributesAndClampChunks) {
+  for (const char* name : {"ssd_scan", "koopman_fit"}) {
+    SCOPED_TRACE(name);
+    const RunnerOp* op = find_runner_op(name);
+    ASSERT_NE(op, nullptr);
+    Rng rng(3);
+    OpAttrs attrs;
+    NamedTensors in = op->example(rng, attrs);
+    for (double bad : {1e300, -1e300, 0.5, double(NAN)}) {
+      OpAttrs a = attrs;
+      a["chunk_size"] = bad;
+      std::string e = error_of([&] { op->forward(in, a); });
+      EXPECT_TRUE(has(e, "chunk_size")) << bad << ": " << e;
+    }
+    const int64_t T = in.at(std::string(name) == "ssd_scan" ? "x" : "k").size(1);
+    OpAttrs whole = attrs, huge = attrs;
+    whole["chunk_size"] = double(T);
+    huge["chunk_size"] = 2e9;  // a 4·10^18-element Q×Q workspace, were it not clamped
+    NamedTensors y1 = op->forward(in, whole), y2 = op->forward(in, huge);
+    for (const auto& [out, t] : y1) EXPECT_EQ(t.to_vector(), y2.at(out).to_vector()) << out;
+  }
 }
