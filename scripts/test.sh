@@ -8,14 +8,16 @@
 #      many steps take fewer when ECHO_UNDER_SANITIZER=1 (set here).
 #   ECHO_BUILD_DIR      build folder of stage 1 (default: build)
 #   ECHO_SAN_BUILD_DIR  build folder of stage 2 (default: build-asan)
-#   ECHO_SANITIZE       sanitizers of stage 2 (default: address,undefined; "" skips it)
+#   ECHO_SANITIZE       sanitizers of stage 2 (default: address,undefined,float-cast-overflow;
+#                       "" skips it). GCC's "undefined" leaves out float-cast-overflow, which
+#                       catches a double attribute cast to an integer out of its range.
 #   ECHO_JOBS           parallel jobs (default: nproc)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 build_dir="${ECHO_BUILD_DIR:-build}"
 san_dir="${ECHO_SAN_BUILD_DIR:-build-asan}"
-sanitize="${ECHO_SANITIZE-address,undefined}"
+sanitize="${ECHO_SANITIZE-address,undefined,float-cast-overflow}"
 jobs="${ECHO_JOBS:-$(nproc)}"
 
 bash scripts/setup.sh
