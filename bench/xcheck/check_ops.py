@@ -173,7 +173,6 @@ def main():
     for i, (label, op, inp, attrs, grad_outs) in enumerate(cases(rng)):
         if only and op not in only:
             continue
-        out_shapes = None
         # output gradients need output shapes: run the reference once forward
         ref_out, _, _ = torch_reference(op, inp, attrs, {})
         out_grads = {n: rng.standard_normal(ref_out[n].shape) for n in grad_outs}
@@ -198,7 +197,6 @@ def main():
                         table.add(label, dt, n + " (missing)", float("inf"), tol, 0.0)
                         continue
                     table.add(label, dt, n, rel_err(f[n][()], ref), tol, float(np.max(np.abs(ref))))
-        del out_shapes
     table.print()
     print("files in", workdir, "; last command:", cmd)
     fails = table.failures()

@@ -121,9 +121,9 @@ def koopman_readout(Gs, Ms, Cs, q, gamma, K, power_iters, coef=None, stats=None)
     for j in range(K + 1):
         if j > 0:
             Z = torch.linalg.solve(Gs, Ms @ Z)  # (G⁻¹M) Z
-        cj = coef[:, j][None, :, None, None] if coef is not None else (1.0 if j == K else 0.0)
         if coef is None and j != K:
-            continue
+            continue  # power filter: only the j = K term, coefficient 1
+        cj = coef[:, j][None, :, None, None] if coef is not None else 1.0
         term = (ga ** j)[..., None, None] * (Cs @ Z)  # [b,H,P,n]
         y = y + cj * term
     return y.transpose(-1, -2)  # [b,H,n,P]
