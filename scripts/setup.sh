@@ -5,7 +5,9 @@
 # through sudo when run as another user.
 set -euo pipefail
 
-PACKAGES=(cmake g++ libhdf5-dev hdf5-tools libcli11-dev libgtest-dev libopenblas-dev nlohmann-json3-dev)
+# Extra package names given as arguments are installed too (e.g. python3-matplotlib
+# for the plots of scripts/train_demo.sh).
+PACKAGES=(cmake g++ libhdf5-dev hdf5-tools libcli11-dev libgtest-dev libopenblas-dev nlohmann-json3-dev "$@")
 
 missing=()
 for p in "${PACKAGES[@]}"; do
