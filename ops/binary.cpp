@@ -126,7 +126,7 @@ Tensor binary(int kind, const Tensor& a, const Tensor& b) {
           const int64_t chunks = row_chunks(rows);
           Tensor partial = chunks > 1 ? Tensor::empty({chunks, m}, DType::F32, Device::CUDA) : Tensor();
           gpu::binary_backward_b(kind, cptr<float>(a), cptr<float>(b), dy.data<float>(), gx[1].data<float>(),
-                                 ptr<float>(partial), n, m, kRowsPerChunk);
+                                 ptr<float>(partial), n, m);
         }
 #endif
       } else {
