@@ -61,12 +61,9 @@ inline void expect_gradcheck(const GradcheckFn& fn, const std::vector<Tensor>& i
   EXPECT_TRUE(r.ok) << r.report();
 }
 
-// The runner's example inputs pass a float64 gradient check through op.forward
-// (what `echo-lm gradcheck --op` does), every present input differentiated.
-inline void gradcheck_runner_example(const RunnerOp& op) {
-  Rng rng(7);
-  OpAttrs attrs;
-  NamedTensors ex = op.example(rng, attrs);
+// Float64 gradient check of op.forward at the inputs `ex` (what `echo-lm
+// gradcheck --op` does): every present input differentiated, every output checked.
+inline void gradcheck_runner_forward(const RunnerOp& op, const NamedTensors& ex, const OpAttrs& attrs) {
   std::vector<std::string> names;
   std::vector<Tensor> inputs;
   for (const auto& list : {op.inputs, op.optional_inputs})
@@ -85,6 +82,14 @@ inline void gradcheck_runner_example(const RunnerOp& op) {
         return result;
       },
       inputs, std::vector<bool>(inputs.size(), true), names);
+}
+
+// The runner's example inputs pass that gradient check.
+inline void gradcheck_runner_example(const RunnerOp& op) {
+  Rng rng(7);
+  OpAttrs attrs;
+  const NamedTensors ex = op.example(rng, attrs);
+  gradcheck_runner_forward(op, ex, attrs);
 }
 
 // f() must throw a std::runtime_error whose message contains needle.
