@@ -45,5 +45,11 @@ echo "== held-out evaluation (fresh seed)"
 "$ECHO" eval --checkpoint "$RUN_DIR/latest.h5" --task "$TASK" --examples 1024 --seed 777 --device "$DEVICE"
 
 echo "== plot"
-python3 scripts/plot_run.py "$RUN_DIR" || /usr/bin/python3 scripts/plot_run.py "$RUN_DIR"
+# The first interpreter that has matplotlib (a pyenv python3 may shadow Debian's).
+for py in python3 /usr/bin/python3; do
+  if "$py" -c "import matplotlib" 2>/dev/null; then
+    "$py" scripts/plot_run.py "$RUN_DIR"
+    break
+  fi
+done
 echo "== done: checkpoint $RUN_DIR/latest.h5, metrics $RUN_DIR/metrics.jsonl, plot $RUN_DIR/curves.png"
