@@ -85,7 +85,7 @@ run_cell() {
   echo $BASHPID > "$lock/pid"
   local t0; t0=$(date +%s)
   # shellcheck disable=SC2086
-  local train_cmd="$ECHO_LM train $TRAIN_DEFAULTS ${TRAIN_ARGS[$i]} --threads 1 --quiet --ckpt-every 100 --keep-last 1 --out $dir"
+  local train_cmd="$ECHO_LM train $TRAIN_DEFAULTS ${TRAIN_ARGS[$i]} --threads 1 --quiet --ckpt-every 50 --keep-last 1 --out $dir"
   if run_finished "$dir"; then
     log "$id: training already finished"
   elif [ -f "$dir/latest.h5" ]; then
