@@ -124,6 +124,8 @@ json.dump({"id": cid, "label": label, "train_command": cmd, "train_tasks": cfg["
            "train_seconds": sum(m["seconds"] for m in summary),
            "wall_seconds_this_session": int(wall),
            "final_loss": summary[-1]["final_loss"], "model": cfg["model"],
+           # the trainer's periodic held-out evals (its own eval seed): the learning curve
+           "curve": [{"step": m["step"], "accuracy": m["accuracy"]} for m in metrics if m.get("eval")],
            "eval": [json.loads(l) for l in open(ev) if l.strip()]},
           open(out, "w"), indent=1)
 EOF

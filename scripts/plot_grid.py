@@ -9,6 +9,7 @@ list, so cells without a result are listed as "not run yet") and writes
   table.md    the same as markdown, chance levels beside every number;
   heatmap.png for MQAR cells evaluated on their own training task: accuracy per M × gap,
               one panel per model label (cells not run yet are grey);
+  curves.png  learning curves of cells trained with --eval-every;
   length.png  when a cell is evaluated on one task family at several lengths (T or gap):
               accuracy against the eval length, one line per cell;
   tasks.png   when cells are evaluated on several task families: accuracy per cell × task.
@@ -138,6 +139,23 @@ def main():
         f.write("\n%d of %d cells done; training time of the done cells %.0f s (%.2f h, one thread each).\n" % (
             len(done), len(order), total, total / 3600))
 
+    curves = {cid: r["curve"] for cid, r in done.items() if len(r.get("curve") or []) >= 2}
+    if curves:
+        with open(os.path.join(results, "table.md"), "a") as f:
+            f.write("\nLearning curves (the trainer's periodic held-out evals, its own eval seed):\n\n")
+            for cid, curve in curves.items():
+                f.write("- %s: %s\n" % (cid, ", ".join(
+                    "%d: %s" % (c["step"], "/".join("%.3f" % a for a in c["accuracy"].values())) for c in curve)))
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for cid, curve in curves.items():
+            ax.plot([c["step"] for c in curve], [np.mean(list(c["accuracy"].values())) for c in curve],
+                    marker=".", label=cid)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("step")
+        ax.set_ylabel("held-out accuracy")
+        ax.legend(fontsize=7)
+        fig.savefig(os.path.join(results, "curves.png"), dpi=120, bbox_inches="tight")
+        plt.close(fig)
     plot_heatmap(results, rows)
     plot_length(results, rows)
     plot_tasks(results, rows)
