@@ -3,7 +3,7 @@
 //            the library our matmul-shaped work calls, at the given thread count;
 //   memory:  STREAM-like kernels over arrays far larger than the caches, with
 //            OpenMP's static schedule on the same threads:
-//              read   s += a[i]           (4 bytes per element)
+//              read   s += a[i]           (4 bytes per element; simd: a vector sum)
 //              copy   c[i] = a[i]         (8 bytes: read a, write c)
 //              triad  a[i] = b[i] + s c[i] (12 bytes)
 //            The bytes count only what the program asks for; the write-allocate
@@ -26,6 +26,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -84,8 +85,10 @@ int main(int argc, char** argv) {
   volatile float sink = 0;
   auto read = [&] {
     float s = 0;
-#pragma omp parallel for schedule(static) reduction(+ : s)
-    for (long i = 0; i < m; ++i) s += a[i];
+    const float* src = a;  // locals, not the lambda's captured references, inside the loop
+    const long len = m;
+#pragma omp parallel for simd schedule(static) reduction(+ : s)
+    for (long i = 0; i < len; ++i) s += src[i];
     sink = s;
   };
   auto copy = [&] {
@@ -101,6 +104,9 @@ int main(int argc, char** argv) {
   std::vector<double> g, r, cp, tr;
   for (int k = 0; k < reps; ++k) {  // interleaved, so a burst of load hits all alike
     g.push_back(2.0 * n * n * n / seconds(gemm) * 1e-9);
+    // OpenBLAS's pthreads busy-wait for a while after a call; measured here they
+    // took a core from the next kernel (the read ran 5x slower). Let them sleep.
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
     r.push_back(4.0 * m / seconds(read) * 1e-9);
     cp.push_back(8.0 * m / seconds(copy) * 1e-9);
     tr.push_back(12.0 * m / seconds(triad) * 1e-9);
