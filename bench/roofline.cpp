@@ -104,8 +104,8 @@ int main(int argc, char** argv) {
   std::vector<double> g, r, cp, tr;
   for (int k = 0; k < reps; ++k) {  // interleaved, so a burst of load hits all alike
     g.push_back(2.0 * n * n * n / seconds(gemm) * 1e-9);
-    // OpenBLAS's pthreads busy-wait for a while after a call; measured here they
-    // took a core from the next kernel (the read ran 5x slower). Let them sleep.
+    // OpenBLAS's pthreads busy-wait (sched_yield) for a while after a call; on a
+    // 2-core machine they would compete with the memory kernels. Let them sleep.
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     r.push_back(4.0 * m / seconds(read) * 1e-9);
     cp.push_back(8.0 * m / seconds(copy) * 1e-9);
