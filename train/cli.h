@@ -22,6 +22,7 @@ void add_bench_commands(CLI::App& app);  // bench                (cli_bench.cpp)
 void add_model_commands(CLI::App& app);  // init, info, forward, generate (cli_model.cpp)
 void add_train_commands(CLI::App& app);  // train, eval          (cli_train.cpp)
 void add_experiment_commands(CLI::App& app);  // experiment   (cli_experiment.cpp)
+void add_data_commands(CLI::App& app);   // data tokenize, data check (cli_data.cpp)
 
 // ---- shared flag helpers ----------------------------------------------------------
 

@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   echo::cli::add_op_commands(app);
   echo::cli::add_bench_commands(app);
   echo::cli::add_experiment_commands(app);
+  echo::cli::add_data_commands(app);
 
   try {
     std::string commands;

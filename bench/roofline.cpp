@@ -11,12 +11,13 @@
 // Every figure is the median (and best) of interleaved repetitions, because the
 // machine is shared and other processes only ever add time.
 //
-// It is a standalone program (no engine code; the .cc suffix keeps it out of
-// CMake's bench/*.cpp glob, which builds the `echo-lm bench` library), built
-// and run by hand:
-//   g++ -O3 -march=native -fopenmp bench/roofline.cc -o build/roofline \
-//       -I/usr/include/x86_64-linux-gnu/openblas-pthread -lopenblas
-//   OMP_WAIT_POLICY=PASSIVE ./build/roofline --threads 2 --reps 7
+// It is a standalone program (no engine code): CMake builds it as its own
+// executable, echo-roofline, outside the `echo-lm bench` library:
+//   make -C build echo-roofline
+//   OMP_WAIT_POLICY=PASSIVE ./build/echo-roofline --threads 2 --reps 7
+// (the numbers in docs/benchmarks.md came from the same source built by hand:
+//   g++ -O3 -march=native -fopenmp bench/roofline.cpp -o build/roofline \
+//       -I/usr/include/x86_64-linux-gnu/openblas-pthread -lopenblas)
 // It prints one JSON line.
 #include <cblas.h>
 #include <omp.h>

@@ -1,0 +1,4 @@
+// libFuzzer entry point; the target's body is echo::fuzz::op_runner in fuzz_targets.h.
+#include "fuzz/fuzz_targets.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) { return echo::fuzz::op_runner(data, size); }
