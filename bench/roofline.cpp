@@ -11,10 +11,13 @@
 // Every figure is the median (and best) of interleaved repetitions, because the
 // machine is shared and other processes only ever add time.
 //
-// It is a standalone program (no engine code), built and run by hand:
+// It is a standalone program (no engine code): CMake builds it as its own
+// executable, echo-roofline, outside the `echo-lm bench` library:
+//   make -C build echo-roofline
+//   OMP_WAIT_POLICY=PASSIVE ./build/echo-roofline --threads 2 --reps 7
+// (the numbers in docs/benchmarks.md came from the same source built by hand:
 //   g++ -O3 -march=native -fopenmp bench/roofline.cpp -o build/roofline \
-//       -I/usr/include/x86_64-linux-gnu/openblas-pthread -lopenblas
-//   OMP_WAIT_POLICY=PASSIVE ./build/roofline --threads 2 --reps 7
+//       -I/usr/include/x86_64-linux-gnu/openblas-pthread -lopenblas)
 // It prints one JSON line.
 #include <cblas.h>
 #include <omp.h>
@@ -104,8 +107,8 @@ int main(int argc, char** argv) {
   std::vector<double> g, r, cp, tr;
   for (int k = 0; k < reps; ++k) {  // interleaved, so a burst of load hits all alike
     g.push_back(2.0 * n * n * n / seconds(gemm) * 1e-9);
-    // OpenBLAS's pthreads busy-wait for a while after a call; measured here they
-    // took a core from the next kernel (the read ran 5x slower). Let them sleep.
+    // OpenBLAS's pthreads busy-wait (sched_yield) for a while after a call; on a
+    // 2-core machine they would compete with the memory kernels. Let them sleep.
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     r.push_back(4.0 * m / seconds(read) * 1e-9);
     cp.push_back(8.0 * m / seconds(copy) * 1e-9);
