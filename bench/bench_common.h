@@ -11,9 +11,9 @@
 
 namespace echo::bench {
 
-// Median wall time in milliseconds of fn() over `iters` runs after `warmup`
+// Sorted wall times in milliseconds of fn() over `iters` runs after `warmup`
 // runs; synchronises the GPU around each run so CUDA timings are complete.
-inline double median_ms(const std::function<void()>& fn, int iters = 5, int warmup = 1) {
+inline std::vector<double> times_ms(const std::function<void()>& fn, int iters, int warmup) {
   for (int i = 0; i < warmup; ++i) fn();
   std::vector<double> t;
   for (int i = 0; i < iters; ++i) {
@@ -25,6 +25,12 @@ inline double median_ms(const std::function<void()>& fn, int iters = 5, int warm
     t.push_back(std::chrono::duration<double, std::milli>(b - a).count());
   }
   std::sort(t.begin(), t.end());
+  return t;
+}
+
+// Median of times_ms (iters >= 1).
+inline double median_ms(const std::function<void()>& fn, int iters = 5, int warmup = 1) {
+  const std::vector<double> t = times_ms(fn, iters, warmup);
   return t[t.size() / 2];
 }
 

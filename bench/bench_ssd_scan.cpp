@@ -1,13 +1,12 @@
 #include "bench/bench_ssd_scan.h"
 
 #include <algorithm>
-#include <chrono>
-#include <functional>
 #include <stdexcept>
 #include <vector>
 
 #include "autograd/device.h"
 #include "autograd/parallel.h"
+#include "bench/bench_common.h"
 #include "autograd/random.h"
 #include "autograd/tape.h"
 #include "ops/ssd_scan.h"
@@ -24,24 +23,6 @@ namespace {
 //             head   dM = dY Xᵀ, dX += Mᵀ dY         2 · Q(Q+1)/2 · P
 //                    E_c, V = B dSᵀ, dB_S, U = dY h  4 · Q P N
 // Elementwise work (exp, the segment-sum gradients) is O(Q²) per head and left out.
-// Sorted wall times in ms of fn() over `iters` runs after `warmup` runs (the same
-// protocol as median_ms in bench_common.h; the minimum is reported too because
-// a shared machine's load only ever adds time).
-std::vector<double> times_ms(const std::function<void()>& fn, int iters, int warmup) {
-  for (int i = 0; i < warmup; ++i) fn();
-  std::vector<double> t;
-  for (int i = 0; i < iters; ++i) {
-    device_synchronize();
-    auto a = std::chrono::steady_clock::now();
-    fn();
-    device_synchronize();
-    auto b = std::chrono::steady_clock::now();
-    t.push_back(std::chrono::duration<double, std::milli>(b - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t;
-}
-
 struct Flops {
   double forward = 0, backward = 0;
 };
@@ -75,6 +56,8 @@ nlohmann::json bench_ssd_scan(const std::string& device, int64_t b, int64_t T, i
   Tensor dy = randn({b, T, H, P}, rng, type, dev), dhf = randn({b, H, P, N}, rng, type, dev);
 
   if (iters < 1) throw std::runtime_error("bench ssd_scan: iters must be >= 1");
+  // Sorted times (bench_common.h): the median and the minimum are reported, the
+  // minimum because a shared machine's load only ever adds time.
   const std::vector<double> fwd = times_ms(
       [&] {
         NoGrad ng;

@@ -9,11 +9,11 @@ void binary_forward(int kind, const float* a, const float* b, float* y, int64_t 
 // da += ∂y/∂a · dy  (da may be null: nothing to do)
 void binary_backward_a(int kind, const float* a, const float* b, const float* dy, float* da,
                        int64_t n, int64_t m);
-// db[j] += Σ_r ∂y/∂b · dy over the rows r. The rows are cut into chunks of
-// rows_per_chunk (the CPU reference's partition); partial holds [chunks, m]
-// floats and may be null when there is a single chunk.
+// db[j] += Σ_r ∂y/∂b · dy over the rows r, in the CPU reference's fixed row
+// chunks (ops/reductions.h); partial holds [row_chunks(n/m), m] floats and may
+// be null when there is a single chunk.
 void binary_backward_b(int kind, const float* a, const float* b, const float* dy, float* db,
-                       float* partial, int64_t n, int64_t m, int64_t rows_per_chunk);
+                       float* partial, int64_t n, int64_t m);
 // y = alpha·x + beta
 void affine_forward(const float* x, float* y, int64_t n, float alpha, float beta);
 // dx += alpha·dy

@@ -11,8 +11,8 @@
 // Every output element is written by one thread: no atomics, deterministic.
 #include <cmath>
 
+#include "cuda/block_reduce.cuh"
 #include "cuda/causal_attention.cuh"
-#include "cuda/common.cuh"
 
 namespace echo::gpu {
 namespace {
@@ -22,11 +22,8 @@ constexpr int kTile = 32;                            // keys/queries per shared 
 constexpr int kPerLane = kAttentionMaxHeadDim / 32;  // head dims per lane: lane + 32·r
 constexpr unsigned kFull = 0xffffffffu;
 
-// Butterfly reductions: every lane ends with the same value.
-__device__ inline float warp_sum(float v) {
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(kFull, v, off);
-  return v;
-}
+// Butterfly max (the twin of warp_sum in cuda/block_reduce.cuh): every lane ends
+// with the same value.
 __device__ inline float warp_max(float v) {
   for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(kFull, v, off));
   return v;

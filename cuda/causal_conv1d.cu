@@ -1,13 +1,11 @@
 // CUDA twin of ops/causal_conv1d.cpp: one thread per output element for y and
 // dx; dw/dbias as per-chunk partials (thread per channel, rows of the chunk in
-// order) summed over chunks in order — the CPU's split, no atomics.
+// order) summed over chunks in order — the CPU's split (ops/reductions.h), no atomics.
+#include "cuda/block_reduce.cuh"
 #include "cuda/causal_conv1d.cuh"
-#include "cuda/common.cuh"
 
 namespace echo::gpu {
 namespace {
-
-constexpr int64_t kRowsPerChunk = 64;  // = ops/causal_conv1d.cpp
 
 __global__ void forward_kernel(const float* x, const float* w, const float* bias, float* y, int64_t n, int64_t T,
                                int64_t C, int64_t W) {
@@ -86,12 +84,10 @@ __global__ void step_kernel(const float* x_t, float* state, const float* w, cons
   }
 }
 
-int64_t num_chunks(int64_t rows) { return (rows + kRowsPerChunk - 1) / kRowsPerChunk; }
-
 }  // namespace
 
 int64_t causal_conv1d_workspace_floats(int64_t b, int64_t T, int64_t C, int64_t W) {
-  return num_chunks(b * T) * C * (W + 1) + 1;
+  return row_chunks(b * T) * C * (W + 1) + 1;
 }
 
 void causal_conv1d_forward(const float* x, const float* w, const float* bias, float* y, int64_t b, int64_t T,
@@ -111,7 +107,7 @@ void causal_conv1d_backward(const float* x, const float* w, const float* dy, flo
     check_launch("causal_conv1d_backward (dx)");
   }
   if (dw || dbias) {
-    const int64_t chunks = num_chunks(rows);
+    const int64_t chunks = row_chunks(rows);
     dim3 grid((unsigned)chunks, (unsigned)((C + kThreads - 1) / kThreads));
     dw_partial_kernel<<<grid, kThreads>>>(x, dy, workspace, rows, T, C, W);
     check_launch("causal_conv1d_backward (dw partials)");

@@ -1,34 +1,13 @@
 // CUDA twin of ops/gated_rmsnorm.cpp: one block per row for the row reductions
 // (tree sum in shared memory), u = x·silu(z) recomputed where needed, dw as
-// per-chunk column partials summed in chunk order (no atomics).
-#include "cuda/common.cuh"
+// per-chunk column partials summed in chunk order (no atomics, cuda/block_reduce.cuh).
+#include "cuda/block_reduce.cuh"
 #include "cuda/gated_rmsnorm.cuh"
 
 namespace echo::gpu {
 namespace {
 
-constexpr int64_t kRowsPerChunk = 64;  // = ops/gated_rmsnorm.cpp
-
 __device__ inline float sigmoid_of(float z) { return 1.f / (1.f + expf(-z)); }
-
-// Sum of v over the block (blockDim.x a power of two); every thread gets it.
-__device__ float block_sum(float v, float* shared) {
-  shared[threadIdx.x] = v;
-  __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) shared[threadIdx.x] += shared[threadIdx.x + s];
-    __syncthreads();
-  }
-  const float total = shared[0];
-  __syncthreads();
-  return total;
-}
-
-int row_threads(int64_t d) {
-  int t = 32;
-  while (t < d && t < 256) t *= 2;
-  return t;
-}
 
 __global__ void forward_kernel(const float* x, const float* z, const float* w, float* y, float* rstd, int64_t d,
                                float eps) {
@@ -66,34 +45,19 @@ __global__ void backward_dxdz_kernel(const float* x, const float* z, const float
   }
 }
 
-// partial[c, j] = Σ_{rows r of chunk c} dy[r,j] · u[r,j] · rstd[r]
-__global__ void dw_partial_kernel(const float* x, const float* z, const float* rstd, const float* dy,
-                                  float* partial, int64_t rows, int64_t d) {
-  const int64_t c = blockIdx.x;
-  const int64_t j = blockIdx.y * (int64_t)blockDim.x + threadIdx.x;
-  if (j >= d) return;
-  const int64_t end = min(rows, (c + 1) * kRowsPerChunk);
-  float p = 0;
-  for (int64_t r = c * kRowsPerChunk; r < end; ++r) {
+// The dw term of row r, column j: dy[r,j] · u[r,j] · rstd[r].
+struct DwTerm {
+  const float *x, *z, *rstd, *dy;
+  int64_t d;
+  __device__ float operator()(int64_t r, int64_t j) const {
     const float zj = z[r * d + j];
-    p += dy[r * d + j] * (x[r * d + j] * zj * sigmoid_of(zj)) * rstd[r];
+    return dy[r * d + j] * (x[r * d + j] * zj * sigmoid_of(zj)) * rstd[r];
   }
-  partial[c * d + j] = p;
-}
-
-__global__ void sum_chunks_kernel(const float* partial, float* out, int64_t chunks, int64_t cols) {
-  ECHO_GRID_STRIDE(j, cols) {
-    float s = 0;
-    for (int64_t c = 0; c < chunks; ++c) s += partial[c * cols + j];
-    out[j] += s;
-  }
-}
-
-int64_t num_chunks(int64_t rows) { return (rows + kRowsPerChunk - 1) / kRowsPerChunk; }
+};
 
 }  // namespace
 
-int64_t gated_rmsnorm_workspace_floats(int64_t rows, int64_t d) { return num_chunks(rows) * d + 1; }
+int64_t gated_rmsnorm_workspace_floats(int64_t rows, int64_t d) { return row_chunks(rows) * d + 1; }
 
 void gated_rmsnorm_forward(const float* x, const float* z, const float* w, float* y, float* rstd, int64_t rows,
                            int64_t d, float eps) {
@@ -113,14 +77,7 @@ void gated_rmsnorm_backward(const float* x, const float* z, const float* w, cons
     backward_dxdz_kernel<<<blocks, threads, threads * sizeof(float)>>>(x, z, w, rstd, dy, dx, dz, d);
     check_launch("gated_rmsnorm_backward (dx, dz)");
   }
-  if (dw) {
-    const int64_t chunks = num_chunks(rows);
-    dim3 grid((unsigned)chunks, (unsigned)((d + kThreads - 1) / kThreads));
-    dw_partial_kernel<<<grid, kThreads>>>(x, z, rstd, dy, workspace, rows, d);
-    check_launch("gated_rmsnorm_backward (dw partials)");
-    sum_chunks_kernel<<<grid_for(d), kThreads>>>(workspace, dw, chunks, d);
-    check_launch("gated_rmsnorm_backward (dw)");
-  }
+  if (dw) add_column_sums(rows, d, DwTerm{x, z, rstd, dy, d}, dw, workspace, "gated_rmsnorm_backward (dw)");
 }
 
 }  // namespace echo::gpu

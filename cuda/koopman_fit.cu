@@ -23,7 +23,7 @@
 #include <cmath>
 #include <string>
 
-#include "cuda/common.cuh"
+#include "cuda/block_reduce.cuh"
 #include "cuda/koopman_fit.cuh"
 
 namespace echo::gpu {
@@ -31,12 +31,6 @@ namespace {
 
 constexpr int kBlock = 256;      // threads per block (a power of two: block_sum)
 constexpr int kTokenTile = 32;   // tokens staged per pass in stats_prefix_kernel
-constexpr unsigned kFull = 0xffffffffu;
-
-__device__ inline float warp_sum(float v) {
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(kFull, v, off);
-  return v;
-}
 
 // ---- geometry (Geometry in ops/koopman_fit.cpp) ---------------------------------
 __device__ inline int chunk_begin(const KoopmanDims& d, int c) { return c * d.S; }
@@ -102,18 +96,6 @@ __device__ void block_scale(int n, float a, const float* x, float* y) {  // y = 
 __device__ void block_axpy(int n, float a, const float* x, float* y) {  // y += a x
   for (int e = threadIdx.x; e < n; e += blockDim.x) y[e] += a * x[e];
   __syncthreads();
-}
-// Sum over the block in a fixed order; red: blockDim floats of shared memory.
-__device__ float block_sum(float x, float* red) {
-  red[threadIdx.x] = x;
-  __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
-    __syncthreads();
-  }
-  const float total = red[0];
-  __syncthreads();
-  return total;
 }
 // tr(A B) = Σ_ab A[b,a] B[a,b] (= ⟨Aᵀ, B⟩).
 __device__ float block_trace_of_product(int r, const float* A, const float* B, float* red) {

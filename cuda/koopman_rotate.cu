@@ -1,13 +1,12 @@
 // CUDA twin of ops/koopman_rotate.cpp: one thread per (row, pair) for z and dg;
 // dγ', dω' as per-chunk partials (thread per pair, rows of the chunk in order)
-// summed over chunks in order, then the clamp's chain rule — no atomics.
-#include "cuda/common.cuh"
+// summed over chunks in order (the split of ops/reductions.h), then the clamp's
+// chain rule — no atomics.
+#include "cuda/block_reduce.cuh"
 #include "cuda/koopman_rotate.cuh"
 
 namespace echo::gpu {
 namespace {
-
-constexpr int64_t kRowsPerChunk = 64;  // = ops/koopman_rotate.cpp
 
 __device__ inline void clamp_to_disc(float gamma, float omega, float& gamma_c, float& omega_c) {
   const float rho = fmaxf(sqrtf(gamma * gamma + omega * omega), 1e-8f);
@@ -78,11 +77,9 @@ __global__ void finish_kernel(const float* partial, const float* gamma, const fl
   }
 }
 
-int64_t num_chunks(int64_t rows) { return (rows + kRowsPerChunk - 1) / kRowsPerChunk; }
-
 }  // namespace
 
-int64_t koopman_rotate_workspace_floats(int64_t rows, int64_t half) { return num_chunks(rows) * half * 2 + 1; }
+int64_t koopman_rotate_workspace_floats(int64_t rows, int64_t half) { return row_chunks(rows) * half * 2 + 1; }
 
 void koopman_rotate_forward(const float* g, const float* gamma, const float* omega, float* z, int64_t rows,
                             int64_t half) {
@@ -101,7 +98,7 @@ void koopman_rotate_backward(const float* g, const float* gamma, const float* om
     check_launch("koopman_rotate_backward (dg)");
   }
   if (dgamma || domega) {
-    const int64_t chunks = num_chunks(rows);
+    const int64_t chunks = row_chunks(rows);
     dim3 grid((unsigned)chunks, (unsigned)((half + kThreads - 1) / kThreads));
     partial_kernel<<<grid, kThreads>>>(g, dz, workspace, rows, half);
     check_launch("koopman_rotate_backward (partials)");

@@ -1,29 +1,10 @@
 // CUDA twin of ops/l2norm.cpp: one block per row, tree sum in shared memory
 // (fixed order). Rows are short (a head's rank), so the block is sized to d.
-#include "cuda/common.cuh"
+#include "cuda/block_reduce.cuh"
 #include "cuda/l2norm.cuh"
 
 namespace echo::gpu {
 namespace {
-
-// Sum of v over the block (blockDim.x a power of two); every thread gets it.
-__device__ float block_sum(float v, float* shared) {
-  shared[threadIdx.x] = v;
-  __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) shared[threadIdx.x] += shared[threadIdx.x + s];
-    __syncthreads();
-  }
-  const float total = shared[0];
-  __syncthreads();
-  return total;
-}
-
-int row_threads(int64_t d) {
-  int t = 32;
-  while (t < d && t < 256) t *= 2;
-  return t;
-}
 
 __global__ void forward_kernel(const float* x, float* y, float* rnorm, int64_t d, float eps) {
   extern __shared__ float shared[];

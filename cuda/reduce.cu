@@ -4,7 +4,7 @@
 //   reduces the G partials the same way. sum_last: one block per row.
 // Summation order differs from the CPU's sequential chunks, so f32 results
 // agree to rounding, not bitwise.
-#include "cuda/common.cuh"
+#include "cuda/block_reduce.cuh"
 #include "cuda/reduce.cuh"
 
 namespace echo::gpu {
@@ -13,31 +13,21 @@ namespace {
 constexpr int64_t kMaxPartials = 1024;
 constexpr int64_t kItemsPerThread = 8;
 
-// Sum over the block (blockDim.x == kThreads, a power of two) in a fixed tree
-// order; every thread gets the result.
-__device__ float block_sum(float v) {
-  __shared__ float shared[kThreads];
-  __syncthreads();  // the buffer may still be read from a previous call
-  shared[threadIdx.x] = v;
-  __syncthreads();
-  for (int stride = kThreads / 2; stride > 0; stride >>= 1) {
-    if (threadIdx.x < stride) shared[threadIdx.x] += shared[threadIdx.x + stride];
-    __syncthreads();
-  }
-  return shared[0];
-}
-
+// Every kernel here runs kThreads threads a block and sums them with block_sum
+// (cuda/block_reduce.cuh) in a kThreads-float shared buffer.
 __global__ void sum_pass1_kernel(const float* x, float* partial, int64_t n) {
   float acc = 0.f;
   for (int64_t i = blockIdx.x * (int64_t)kThreads + threadIdx.x; i < n; i += (int64_t)gridDim.x * kThreads)
     acc += x[i];
-  float total = block_sum(acc);
+  __shared__ float shared[kThreads];
+  const float total = block_sum(acc, shared);
   if (threadIdx.x == 0) partial[blockIdx.x] = total;
 }
 __global__ void sum_pass2_kernel(const float* partial, float* out, int64_t count, float scale) {
   float acc = 0.f;
   for (int64_t i = threadIdx.x; i < count; i += kThreads) acc += partial[i];
-  float total = block_sum(acc);
+  __shared__ float shared[kThreads];
+  const float total = block_sum(acc, shared);
   if (threadIdx.x == 0) out[0] = total * scale;
 }
 __global__ void sum_all_backward_kernel(const float* dy, float* dx, int64_t n, float scale) {
@@ -48,7 +38,8 @@ __global__ void sum_last_kernel(const float* x, float* y, int64_t cols) {
   const float* row = x + blockIdx.x * cols;
   float acc = 0.f;
   for (int64_t j = threadIdx.x; j < cols; j += kThreads) acc += row[j];
-  float total = block_sum(acc);
+  __shared__ float shared[kThreads];
+  const float total = block_sum(acc, shared);
   if (threadIdx.x == 0) y[blockIdx.x] = total;
 }
 __global__ void sum_last_backward_kernel(const float* dy, float* dx, int64_t rows, int64_t cols) {

@@ -10,7 +10,7 @@
 // causal masks are applied while loading, exactly where the CPU code applies them.
 // The only sequential loops run over chunks (state passing), never over time
 // steps, and nothing is launched per time step.
-#include "cuda/common.cuh"
+#include "cuda/block_reduce.cuh"
 #include "cuda/ssd_scan.cuh"
 
 namespace echo::gpu {
@@ -542,26 +542,13 @@ __global__ void w_out_kernel(Geo g, const float* x, const float* B, const float*
   }
 }
 
-// Deterministic block sum (blockDim.x = kThreads).
-__device__ inline float block_sum(float v) {
-  __shared__ float red[kThreads];
-  red[threadIdx.x] = v;
-  __syncthreads();
-  for (int s = kThreads / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
-    __syncthreads();
-  }
-  const float total = red[0];
-  __syncthreads();
-  return total;
-}
-
-// CPU: w_chunk = exp(cin_last) <dS, h_c>. One block per (b, h, c).
+// CPU: w_chunk = exp(cin_last) <dS, h_c>. One block of kThreads per (b, h, c).
 __global__ void w_chunk_kernel(Geo g, const float* cin, const float* states, const float* dstates, float* w_chunk) {
+  __shared__ float red[kThreads];
   const int64_t ch = blockIdx.x, c = ch % g.chunks, PN = g.P * g.N;
   float s = 0.f;
   for (int64_t e = threadIdx.x; e < PN; e += blockDim.x) s += dstates[ch * PN + e] * states[ch * PN + e];
-  s = block_sum(s);
+  s = block_sum(s, red);
   if (threadIdx.x == 0) w_chunk[ch] = expf(cin[ch * g.Q + g.len(c) - 1]) * s;
 }
 
@@ -608,16 +595,17 @@ __global__ void dD_terms_kernel(Geo g, const float* x, const float* dy, float* d
 }
 
 // CPU: the final per-head sums. One block per head: dA[h] += Σ_{b,t} dA_terms,
-// dD[h] += Σ_{b,t} dD_terms (when D is present).
+// dD[h] += Σ_{b,t} dD_terms (when D is present). kThreads threads a block.
 __global__ void head_sums_kernel(Geo g, const float* dA_terms, const float* dD_terms, float* dA, float* dD) {
+  __shared__ float red[kThreads];
   const int64_t h = blockIdx.x, n = g.batch * g.T;
   float sa = 0.f, sd = 0.f;
   for (int64_t e = threadIdx.x; e < n; e += blockDim.x) {
     sa += dA_terms[e * g.H + h];
     if (dD) sd += dD_terms[e * g.H + h];
   }
-  sa = block_sum(sa);
-  sd = block_sum(sd);
+  sa = block_sum(sa, red);
+  sd = block_sum(sd, red);
   if (threadIdx.x == 0) {
     dA[h] += sa;
     if (dD) dD[h] += sd;

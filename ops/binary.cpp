@@ -6,16 +6,14 @@
 //   y  = f(a_i, b_j)
 //   da_i += dy_i · ∂f/∂a(a_i, b_j)
 //   db_j += Σ_r dy_{r,j} · ∂f/∂b(a_{r,j}, b_j)
-// The sum over rows is deterministic: rows are cut into fixed chunks of
-// kRowsPerChunk, each chunk is summed sequentially into a partial, and the
-// partials are added in chunk order. The partition depends only on the shape,
-// so the result does not depend on the thread count, and cuda/binary.cu uses
-// the very same partition.
+// The sum over rows is deterministic, in fixed row chunks (ops/reductions.h);
+// cuda/binary.cu uses the very same partition.
 #include "ops/binary.h"
 
 #include <vector>
 
 #include "ops/common.h"
+#include "ops/reductions.h"
 #if ECHO_HAVE_CUDA
 #include "cuda/binary.cuh"
 #endif
@@ -25,7 +23,6 @@ namespace {
 
 enum Kind { kAdd = 0, kSub, kMul, kDiv };
 const char* kNames[] = {"add", "sub", "mul", "div"};
-constexpr int64_t kRowsPerChunk = 64;
 
 template <typename T> T binary_value(int kind, T a, T b) {
   switch (kind) {
@@ -73,24 +70,14 @@ void backward_a_cpu(int kind, const T* a, const T* b, const T* dy, T* da, int64_
 template <typename T>
 void backward_b_cpu(int kind, const T* a, const T* b, const T* dy, T* db, int64_t n, int64_t m) {
   const int64_t rows = m ? n / m : 0;
-  const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
-  if (chunks == 0) return;
-  // partial[c, j] = Σ_{r in chunk c} dy_{r,j} ∂f/∂b, summed in row order from 0.
-  std::vector<T> partial(static_cast<size_t>(chunks * m), T(0));
-  parallel_for(chunks, [&](int64_t c) {
-    T* p = partial.data() + c * m;
-    const int64_t r_end = std::min(rows, (c + 1) * kRowsPerChunk);
-    for (int64_t r = c * kRowsPerChunk; r < r_end; ++r)
-      for (int64_t j = 0; j < m; ++j) {
+  if (rows == 0) return;
+  add_column_sums<T>(
+      rows, m,
+      [&](int64_t r, int64_t j) {
         const int64_t i = r * m + j;
-        p[j] += dy[i] * d_db(kind, a, b, i, j);
-      }
-  });
-  parallel_for(m, [&](int64_t j) {
-    T total = 0;
-    for (int64_t c = 0; c < chunks; ++c) total += partial[c * m + j];
-    db[j] += total;
-  });
+        return dy[i] * d_db(kind, a, b, i, j);
+      },
+      db);
 }
 
 void check_broadcast(const char* op, const Tensor& a, const Tensor& b) {
@@ -136,10 +123,10 @@ Tensor binary(int kind, const Tensor& a, const Tensor& b) {
           gpu::binary_backward_a(kind, cptr<float>(a), cptr<float>(b), dy.data<float>(), gx[0].data<float>(), n, m);
         if (gx[1].defined()) {
           const int64_t rows = m ? n / m : 0;
-          const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
+          const int64_t chunks = row_chunks(rows);
           Tensor partial = chunks > 1 ? Tensor::empty({chunks, m}, DType::F32, Device::CUDA) : Tensor();
           gpu::binary_backward_b(kind, cptr<float>(a), cptr<float>(b), dy.data<float>(), gx[1].data<float>(),
-                                 ptr<float>(partial), n, m, kRowsPerChunk);
+                                 ptr<float>(partial), n, m);
         }
 #endif
       } else {

@@ -4,15 +4,14 @@
 //   dx[b,s,c] = Σ_k w[c,k] · dy[b, s+(W−1)−k, c]                   (terms with s+(W−1)−k < T)
 //   dw[c,k]   = Σ_{b,t} dy[b,t,c] · x[b, t−(W−1)+k, c]
 //   dbias[c]  = Σ_{b,t} dy[b,t,c]
-// dw and dbias are sums over all b·T rows: rows are cut into fixed chunks, each
-// chunk sums into its own partial, then the partials are added in chunk order
-// (deterministic, no atomics; the same split on the GPU).
+// dw and dbias are sums over all b·T rows in fixed row chunks (ops/reductions.h:
+// deterministic, no atomics; the same split on the GPU).
 #include "ops/causal_conv1d.h"
 
-#include <algorithm>
 #include <vector>
 
 #include "ops/common.h"
+#include "ops/reductions.h"
 #include "ops/runner.h"
 #if ECHO_HAVE_CUDA
 #include "cuda/causal_conv1d.cuh"
@@ -23,7 +22,6 @@ namespace {
 
 constexpr const char* kOp = "causal_conv1d";
 constexpr const char* kStepOp = "causal_conv1d_step";
-constexpr int64_t kRowsPerChunk = 64;
 
 template <typename T>
 void forward_cpu(const T* x, const T* w, const T* bias, T* y, int64_t batch, int64_t T_len, int64_t C, int64_t W) {
@@ -59,26 +57,20 @@ void backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* dbias, i
   }
   if (dw || dbias) {
     // partial[chunk][c][k] for k < W is the dw term, slot k = W the dbias term.
-    const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk, slots = W + 1;
-    std::vector<T> partial(static_cast<size_t>(chunks * C * slots), T(0));
-    parallel_for(chunks, [&](int64_t chunk) {
-      T* p = partial.data() + chunk * C * slots;
-      const int64_t end = std::min(rows, (chunk + 1) * kRowsPerChunk);
-      for (int64_t row = chunk * kRowsPerChunk; row < end; ++row) {
-        const int64_t b = row / T_len, t = row % T_len;
-        for (int64_t c = 0; c < C; ++c) {
-          const T g = dy[row * C + c];
-          for (int64_t k = 0; k < W; ++k) {
-            const int64_t s = t - (W - 1) + k;
-            if (s >= 0) p[c * slots + k] += g * x[(b * T_len + s) * C + c];
-          }
-          p[c * slots + W] += g;
+    const int64_t slots = W + 1;
+    const std::vector<T> partial = chunk_partials<T>(rows, C * slots, [&](int64_t row, T* p) {
+      const int64_t b = row / T_len, t = row % T_len;
+      for (int64_t c = 0; c < C; ++c) {
+        const T g = dy[row * C + c];
+        for (int64_t k = 0; k < W; ++k) {
+          const int64_t s = t - (W - 1) + k;
+          if (s >= 0) p[c * slots + k] += g * x[(b * T_len + s) * C + c];
         }
+        p[c * slots + W] += g;
       }
     });
     parallel_for(C * slots, [&](int64_t i) {
-      T sum = 0;
-      for (int64_t chunk = 0; chunk < chunks; ++chunk) sum += partial[chunk * C * slots + i];
+      const T sum = sum_chunks(partial, C * slots, i);
       const int64_t c = i / slots, k = i % slots;
       if (k < W && dw) dw[c * W + k] += sum;
       if (k == W && dbias) dbias[c] += sum;

@@ -3,14 +3,15 @@
 // Backward, with σ = sigmoid(z) and silu'(z) = σ(1 + z(1−σ)):
 //   du_j = r·w_j·dy_j − u_j · r³/d · Σ_k dy_k w_k u_k
 //   dx_j = du_j · silu(z_j),   dz_j = du_j · x_j · silu'(z_j),   dw_j = Σ_rows dy_j u_j r
-// u is recomputed in the backward (cheaper than saving a second [rows,d] tensor).
+// u is recomputed in the backward (cheaper than saving a second [rows,d] tensor);
+// dw is a deterministic sum over rows (ops/reductions.h).
 #include "ops/gated_rmsnorm.h"
 
-#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "ops/common.h"
+#include "ops/reductions.h"
 #include "ops/runner.h"
 #if ECHO_HAVE_CUDA
 #include "cuda/gated_rmsnorm.cuh"
@@ -20,26 +21,8 @@ namespace echo {
 namespace {
 
 constexpr const char* kOp = "gated_rmsnorm";
-constexpr int64_t kRowsPerChunk = 64;  // row chunks of the deterministic dw sum
 
 template <typename T> T sigmoid_of(T z) { return T(1) / (T(1) + std::exp(-z)); }
-
-template <typename T, typename Term>
-void add_column_sums(int64_t rows, int64_t cols, Term term, T* out) {
-  const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
-  std::vector<T> partial(static_cast<size_t>(chunks * cols), T(0));
-  parallel_for(chunks, [&](int64_t c) {
-    T* p = partial.data() + c * cols;
-    const int64_t end = std::min(rows, (c + 1) * kRowsPerChunk);
-    for (int64_t r = c * kRowsPerChunk; r < end; ++r)
-      for (int64_t j = 0; j < cols; ++j) p[j] += term(r, j);
-  });
-  parallel_for(cols, [&](int64_t j) {
-    T s = 0;
-    for (int64_t c = 0; c < chunks; ++c) s += partial[c * cols + j];
-    out[j] += s;
-  });
-}
 
 template <typename T>
 void forward_cpu(const T* x, const T* z, const T* w, T* y, T* rstd, int64_t rows, int64_t d, double eps) {

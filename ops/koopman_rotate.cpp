@@ -10,7 +10,8 @@
 // and through the clamp: inside the disc (ρ ≤ 1, floor included) s ≡ 1 and
 // dγ = dγ', dω = dω'; outside, (γ',ω') = (γ,ω)/ρ, whose Jacobian is
 // [ω², −γω; −γω, γ²]/ρ³, so dγ = (ω² dγ' − γω dω')/ρ³, dω = (γ² dω' − γω dγ')/ρ³.
-// The row sums use fixed row chunks summed in order (deterministic, no atomics).
+// The row sums use fixed row chunks summed in order (ops/reductions.h:
+// deterministic, no atomics).
 #include "ops/koopman_rotate.h"
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "ops/common.h"
+#include "ops/reductions.h"
 #if ECHO_HAVE_CUDA
 #include "cuda/koopman_rotate.cuh"
 #endif
@@ -26,7 +28,6 @@ namespace echo {
 namespace {
 
 constexpr const char* kOp = "koopman_rotate";
-constexpr int64_t kRowsPerChunk = 64;
 
 template <typename T> void clamp_to_disc(T gamma, T omega, T& gamma_c, T& omega_c) {
   const T rho = std::max(std::sqrt(gamma * gamma + omega * omega), T(1e-8));
@@ -65,25 +66,16 @@ void backward_cpu(const T* g, const T* gamma, const T* omega, const T* dz, T* dg
   }
   if (dgamma || domega) {
     // partial[chunk][i][0] = Σ dγ'_i terms, partial[chunk][i][1] = Σ dω'_i terms.
-    const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
-    std::vector<T> partial(static_cast<size_t>(chunks * half * 2), T(0));
-    parallel_for(chunks, [&](int64_t c) {
-      T* p = partial.data() + c * half * 2;
-      const int64_t end = std::min(rows, (c + 1) * kRowsPerChunk);
-      for (int64_t r = c * kRowsPerChunk; r < end; ++r)
-        for (int64_t i = 0; i < half; ++i) {
-          const T a = g[r * dk + 2 * i], b = g[r * dk + 2 * i + 1];
-          const T da = dz[r * dk + 2 * i], db = dz[r * dk + 2 * i + 1];
-          p[2 * i] += da * a + db * b;
-          p[2 * i + 1] += da * b - db * a;
-        }
+    const std::vector<T> partial = chunk_partials<T>(rows, dk, [&](int64_t r, T* p) {
+      for (int64_t i = 0; i < half; ++i) {
+        const T a = g[r * dk + 2 * i], b = g[r * dk + 2 * i + 1];
+        const T da = dz[r * dk + 2 * i], db = dz[r * dk + 2 * i + 1];
+        p[2 * i] += da * a + db * b;
+        p[2 * i + 1] += da * b - db * a;
+      }
     });
     parallel_for(half, [&](int64_t i) {
-      T d_gc = 0, d_oc = 0;
-      for (int64_t c = 0; c < chunks; ++c) {
-        d_gc += partial[(c * half + i) * 2];
-        d_oc += partial[(c * half + i) * 2 + 1];
-      }
+      const T d_gc = sum_chunks(partial, dk, 2 * i), d_oc = sum_chunks(partial, dk, 2 * i + 1);
       const T ga = gamma[i], om = omega[i];
       const T rho = std::sqrt(ga * ga + om * om);
       T d_ga = d_gc, d_om = d_oc;

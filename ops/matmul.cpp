@@ -20,12 +20,19 @@
 // (B is packed once per block); on two threads within the noise of OpenBLAS's
 // own threading; a product under 2·64 rows and columns runs on one thread.
 // These calls are made from the calling thread, never from inside parallel_for.
+//
+// Mixed precision (ops/matmul.h): every product reads its operands through
+// gemm_operand(), which under BF16 swaps an f32 tensor for its bf16 rounding
+// (a bf16 buffer for cublasGemmEx on CUDA, bf16 values held in f32 on the CPU).
+// bf16 × bf16 products are exact in fp32 (8-bit significands), so the two
+// devices differ only by summation order, as in f32.
 #include "ops/matmul.h"
 
 #include <cblas.h>
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -113,21 +120,73 @@ template <typename T> void column_sums_cpu(const char* op, const T* dy, T* dbias
   });
 }
 
-// One gemm on either device; T is float on CUDA.
+thread_local MatmulPrecision g_precision = MatmulPrecision::F32;
+
+// x rounded to the nearest bf16 (ties to even), returned as the f32 holding that
+// value. bf16 is the top 16 bits of an f32; adding 0x7fff to the bits (0x8000
+// when the kept part is odd) carries into the kept part exactly when the dropped
+// 16 bits are above half, or equal to half with an odd kept part. NaN stays NaN;
+// overflow goes to ±inf, as with __float2bfloat16_rn.
+float round_to_bf16(float x) {
+  if (std::isnan(x)) return x;
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  u &= 0xffff0000u;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+// Does an op on these inputs run its products with bf16 operands?
+bool bf16_products(const Tensor& t) { return g_precision == MatmulPrecision::BF16 && t.dtype() == DType::F32; }
+
+// What a gemm reads for t: t itself, or (bf16) its rounding: on CUDA a bf16
+// buffer, on the CPU an f32 copy holding the rounded values.
+Tensor gemm_operand(const Tensor& t, bool bf16) {
+  if (!bf16) return t;
+  if (on_cuda(t)) return t.detach().to(DType::BF16);
+  Tensor r = Tensor::empty(t.shape(), DType::F32, Device::CPU);
+  const float* src = t.data<float>();
+  float* dst = r.data<float>();
+  constexpr int64_t kBlock = 4096;
+  const int64_t n = t.numel();
+  parallel_for((n + kBlock - 1) / kBlock, [&](int64_t blk) {
+    for (int64_t i = blk * kBlock; i < std::min(n, (blk + 1) * kBlock); ++i) dst[i] = round_to_bf16(src[i]);
+  });
+  return r;
+}
+
+// C = op(A)·op(B) + beta·C for `batch` products at element strides sa, sb, sc (batch 1:
+// a plain gemm) on either device. A and B come from gemm_operand: f32/f64 tensors, or
+// bf16 buffers (CUDA under BF16). T is float on CUDA.
 template <typename T>
-void gemm_any(const char* op, bool cuda, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A,
-              int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+void gemm_any(const char* op, bool cuda, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const Tensor& A,
+              int64_t lda, int64_t sa, const Tensor& B, int64_t ldb, int64_t sb, T beta, T* C, int64_t ldc,
+              int64_t sc, int64_t batch = 1) {
   lda = std::max<int64_t>(lda, 1);
   ldb = std::max<int64_t>(ldb, 1);
   ldc = std::max<int64_t>(ldc, 1);
   if (cuda) {
 #if ECHO_HAVE_CUDA
-    if constexpr (std::is_same_v<T, float>) gpu::gemm(ta, tb, M, N, K, 1.f, A, lda, B, ldb, beta, C, ldc);
+    if constexpr (std::is_same_v<T, float>) {
+      if (A.dtype() == DType::BF16 && batch == 1)
+        gpu::gemm_bf16(ta, tb, M, N, K, 1.f, A.data<uint16_t>(), lda, B.data<uint16_t>(), ldb, beta, C, ldc);
+      else if (A.dtype() == DType::BF16)
+        gpu::gemm_strided_batched_bf16(ta, tb, M, N, K, 1.f, A.data<uint16_t>(), lda, sa, B.data<uint16_t>(), ldb, sb,
+                                       beta, C, ldc, sc, batch);
+      else if (batch == 1)
+        gpu::gemm(ta, tb, M, N, K, 1.f, A.data<float>(), lda, B.data<float>(), ldb, beta, C, ldc);
+      else
+        gpu::gemm_strided_batched(ta, tb, M, N, K, 1.f, A.data<float>(), lda, sa, B.data<float>(), ldb, sb, beta, C,
+                                  ldc, sc, batch);
+    }
 #else
     no_cuda_build(op);
 #endif
   } else {
-    gemm_cpu<T>(op, ta, tb, M, N, K, T(1), A, lda, B, ldb, beta, C, ldc);
+    const T *pa = A.data<T>(), *pb = B.data<T>();
+    for (int64_t i = 0; i < batch; ++i)
+      gemm_cpu<T>(op, ta, tb, M, N, K, T(1), pa + i * sa, lda, pb + i * sb, ldb, beta, C + i * sc, ldc);
   }
 }
 
@@ -138,6 +197,17 @@ template <typename F> void dispatch_device(const Tensor& t, const char* op, F&& 
 }
 
 }  // namespace
+
+void set_matmul_precision(MatmulPrecision precision) { g_precision = precision; }
+MatmulPrecision matmul_precision() { return g_precision; }
+const char* matmul_precision_name(MatmulPrecision precision) {
+  return precision == MatmulPrecision::BF16 ? "bf16" : "f32";
+}
+MatmulPrecision parse_matmul_precision(const std::string& name) {
+  if (name == "f32") return MatmulPrecision::F32;
+  if (name == "bf16") return MatmulPrecision::BF16;
+  throw std::runtime_error("matmul precision must be f32 or bf16, got '" + name + "'");
+}
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
   const char* op = "matmul";
@@ -151,21 +221,24 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   Shape out_shape(a.shape().begin(), a.shape().end() - 1);
   out_shape.push_back(N);
   Tensor y = Tensor::empty(out_shape, a.dtype(), a.device());
-  const bool cuda = on_cuda(a);
+  const bool cuda = on_cuda(a), bf16 = bf16_products(a);
   dispatch_device(a, op, [&](auto t) {
     using T = decltype(t);
-    gemm_any<T>(op, cuda, false, false, M, N, K, a.data<T>(), K, b.data<T>(), N, T(0), y.data<T>(), N);
+    gemm_any<T>(op, cuda, false, false, M, N, K, gemm_operand(a, bf16), K, 0, gemm_operand(b, bf16), N, 0, T(0),
+                y.data<T>(), N, 0);
   });
   if (any_requires_grad({&a, &b})) {
-    record(op, {a, b}, {y}, {a, b}, [M, N, K, cuda](Node& node, const std::vector<Tensor>& gy, std::vector<Tensor>& gx) {
-      const Tensor &A = node.saved(0), &B = node.saved(1), &dY = gy[0];
-      dispatch_device(dY, "matmul", [&](auto t) {
+    record(op, {a, b}, {y}, {a, b}, [M, N, K, cuda, bf16](Node& node, const std::vector<Tensor>& gy, std::vector<Tensor>& gx) {
+      const Tensor dY = gemm_operand(gy[0], bf16);
+      dispatch_device(gy[0], "matmul", [&](auto t) {
         using T = decltype(t);
         // dA[M,K] += dY[M,N]·Bᵀ ;  dB[K,N] += Aᵀ·dY
         if (gx[0].defined())
-          gemm_any<T>("matmul", cuda, false, true, M, K, N, dY.data<T>(), N, B.data<T>(), N, T(1), gx[0].data<T>(), K);
+          gemm_any<T>("matmul", cuda, false, true, M, K, N, dY, N, 0, gemm_operand(node.saved(1), bf16), N, 0, T(1),
+                      gx[0].data<T>(), K, 0);
         if (gx[1].defined())
-          gemm_any<T>("matmul", cuda, true, false, K, N, M, A.data<T>(), K, dY.data<T>(), N, T(1), gx[1].data<T>(), N);
+          gemm_any<T>("matmul", cuda, true, false, K, N, M, gemm_operand(node.saved(0), bf16), K, 0, dY, N, 0, T(1),
+                      gx[1].data<T>(), N, 0);
       });
     });
   }
@@ -187,10 +260,11 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Shape out_shape(x.shape().begin(), x.shape().end() - 1);
   out_shape.push_back(out);
   Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
-  const bool cuda = on_cuda(x);
+  const bool cuda = on_cuda(x), bf16 = bf16_products(x);
   dispatch_device(x, op, [&](auto t) {
     using T = decltype(t);
-    // y = bias (broadcast over rows), then y = x·Wᵀ + 1·y.
+    // y = bias (broadcast over rows), then y = x·Wᵀ + 1·y. The bias is added in
+    // full precision (fp32 under BF16: it is not a matmul operand).
     T beta = T(0);
     if (bias.defined()) {
       beta = T(1);
@@ -204,19 +278,24 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
         parallel_for(R, [&](int64_t r) { std::memcpy(yp + r * out, bp, sizeof(T) * out); });
       }
     }
-    gemm_any<T>(op, cuda, false, true, R, out, in, x.data<T>(), in, weight.data<T>(), in, beta, y.data<T>(), out);
+    gemm_any<T>(op, cuda, false, true, R, out, in, gemm_operand(x, bf16), in, 0, gemm_operand(weight, bf16), in, 0,
+                beta, y.data<T>(), out, 0);
   });
   if (any_requires_grad({&x, &weight, &bias})) {
     record(op, {x, weight, bias}, {y}, {x, weight},
-           [R, in, out, cuda](Node& node, const std::vector<Tensor>& gy, std::vector<Tensor>& gx) {
-      const Tensor &X = node.saved(0), &W = node.saved(1), &dY = gy[0];
+           [R, in, out, cuda, bf16](Node& node, const std::vector<Tensor>& gy, std::vector<Tensor>& gx) {
+      const Tensor& dY = gy[0];
+      const Tensor dY_op = gemm_operand(dY, bf16);
       dispatch_device(dY, "linear", [&](auto t) {
         using T = decltype(t);
         // dX[R,in] += dY[R,out]·W[out,in] ;  dW[out,in] += dYᵀ·X ;  db[out] += dYᵀ·1
+        // (db sums the unrounded dY: under BF16 only the products round.)
         if (gx[0].defined())
-          gemm_any<T>("linear", cuda, false, false, R, in, out, dY.data<T>(), out, W.data<T>(), in, T(1), gx[0].data<T>(), in);
+          gemm_any<T>("linear", cuda, false, false, R, in, out, dY_op, out, 0, gemm_operand(node.saved(1), bf16), in, 0,
+                      T(1), gx[0].data<T>(), in, 0);
         if (gx[1].defined())
-          gemm_any<T>("linear", cuda, true, false, out, in, R, dY.data<T>(), out, X.data<T>(), in, T(1), gx[1].data<T>(), in);
+          gemm_any<T>("linear", cuda, true, false, out, in, R, dY_op, out, 0, gemm_operand(node.saved(0), bf16), in, 0,
+                      T(1), gx[1].data<T>(), in, 0);
         if (gx[2].defined()) {
           if (cuda) {
 #if ECHO_HAVE_CUDA
@@ -249,52 +328,33 @@ Tensor bmm(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
                      ", trans_b=" + (trans_b ? "1" : "0") + "), got a " + a.describe() + " and b " + b.describe());
   const int64_t lda = trans_a ? M : K, ldb = trans_b ? K : N;
   Tensor y = Tensor::empty({batch, M, N}, a.dtype(), a.device());
-  const bool cuda = on_cuda(a);
-
-  // C_i = alpha·op(A_i)·op(B_i) + beta·C_i for every batch entry i.
-  auto batched = [cuda](auto t, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const auto* A, int64_t lda,
-                        int64_t sa, const auto* B, int64_t ldb, int64_t sb, auto beta, auto* C, int64_t ldc,
-                        int64_t sc, int64_t batch) {
-    using T = decltype(t);
-    lda = std::max<int64_t>(lda, 1);
-    ldb = std::max<int64_t>(ldb, 1);
-    ldc = std::max<int64_t>(ldc, 1);
-    if (cuda) {
-#if ECHO_HAVE_CUDA
-      if constexpr (std::is_same_v<T, float>)
-        gpu::gemm_strided_batched(ta, tb, M, N, K, 1.f, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
-#endif
-    } else {
-      for (int64_t i = 0; i < batch; ++i)
-        gemm_cpu<T>("bmm", ta, tb, M, N, K, T(1), A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc);
-    }
-  };
+  const bool cuda = on_cuda(a), bf16 = bf16_products(a);
 
   dispatch_device(a, op, [&](auto t) {
     using T = decltype(t);
-    batched(t, trans_a, trans_b, M, N, K, a.data<T>(), lda, M * K, b.data<T>(), ldb, K * N, T(0), y.data<T>(), N,
-            M * N, batch);
+    gemm_any<T>(op, cuda, trans_a, trans_b, M, N, K, gemm_operand(a, bf16), lda, M * K, gemm_operand(b, bf16), ldb,
+                K * N, T(0), y.data<T>(), N, M * N, batch);
   });
   if (any_requires_grad({&a, &b})) {
     record(op, {a, b}, {y}, {a, b},
            [=](Node& node, const std::vector<Tensor>& gy, std::vector<Tensor>& gx) {
-      const Tensor &A = node.saved(0), &B = node.saved(1), &dC = gy[0];
-      dispatch_device(dC, "bmm", [&](auto t) {
+      const Tensor A = gemm_operand(node.saved(0), bf16), B = gemm_operand(node.saved(1), bf16);
+      const Tensor dC = gemm_operand(gy[0], bf16);
+      dispatch_device(gy[0], "bmm", [&](auto t) {
         using T = decltype(t);
-        const T *pa = A.data<T>(), *pb = B.data<T>(), *pc = dC.data<T>();
         if (gx[0].defined()) {
           T* da = gx[0].data<T>();
           if (!trans_a)  // dA[m,k] += dC[m,n]·op(B)ᵀ
-            batched(t, false, !trans_b, M, K, N, pc, N, M * N, pb, ldb, K * N, T(1), da, K, M * K, batch);
+            gemm_any<T>("bmm", cuda, false, !trans_b, M, K, N, dC, N, M * N, B, ldb, K * N, T(1), da, K, M * K, batch);
           else           // dAₛ[k,m] += op(B)[k,n]·dCᵀ
-            batched(t, trans_b, true, K, M, N, pb, ldb, K * N, pc, N, M * N, T(1), da, M, M * K, batch);
+            gemm_any<T>("bmm", cuda, trans_b, true, K, M, N, B, ldb, K * N, dC, N, M * N, T(1), da, M, M * K, batch);
         }
         if (gx[1].defined()) {
           T* db = gx[1].data<T>();
           if (!trans_b)  // dB[k,n] += op(A)ᵀ[k,m]·dC
-            batched(t, !trans_a, false, K, N, M, pa, lda, M * K, pc, N, M * N, T(1), db, N, K * N, batch);
+            gemm_any<T>("bmm", cuda, !trans_a, false, K, N, M, A, lda, M * K, dC, N, M * N, T(1), db, N, K * N, batch);
           else           // dBₛ[n,k] += dCᵀ[n,m]·op(A)
-            batched(t, true, trans_a, N, K, M, pc, N, M * N, pa, lda, M * K, T(1), db, K, K * N, batch);
+            gemm_any<T>("bmm", cuda, true, trans_a, N, K, M, dC, N, M * N, A, lda, M * K, T(1), db, K, K * N, batch);
         }
       });
     });

@@ -3,13 +3,14 @@
 //   dx_j = r·w_j·dy_j − x_j · r³/d · Σ_k dy_k w_k x_k     (∂r/∂x_j = −r³ x_j / d)
 //   dw_j = Σ_rows dy_j · x_j · r
 // The forward saves r per row so the backward needs no second reduction over x.
+// dw is a deterministic sum over rows (ops/reductions.h).
 #include "ops/rmsnorm.h"
 
-#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "ops/common.h"
+#include "ops/reductions.h"
 #if ECHO_HAVE_CUDA
 #include "cuda/rmsnorm.cuh"
 #endif
@@ -18,27 +19,6 @@ namespace echo {
 namespace {
 
 constexpr const char* kOp = "rmsnorm";
-// dw is a sum over rows: rows are cut into fixed chunks of this many, each chunk
-// sums into its own partial and the partials are added in chunk order, so the
-// result depends on the shape only (no atomics, no thread-count dependence).
-constexpr int64_t kRowsPerChunk = 64;
-
-template <typename T, typename Term>
-void add_column_sums(int64_t rows, int64_t cols, Term term, T* out) {
-  const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
-  std::vector<T> partial(static_cast<size_t>(chunks * cols), T(0));
-  parallel_for(chunks, [&](int64_t c) {
-    T* p = partial.data() + c * cols;
-    const int64_t end = std::min(rows, (c + 1) * kRowsPerChunk);
-    for (int64_t r = c * kRowsPerChunk; r < end; ++r)
-      for (int64_t j = 0; j < cols; ++j) p[j] += term(r, j);
-  });
-  parallel_for(cols, [&](int64_t j) {
-    T s = 0;
-    for (int64_t c = 0; c < chunks; ++c) s += partial[c * cols + j];
-    out[j] += s;
-  });
-}
 
 template <typename T>
 void forward_cpu(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t d, double eps) {

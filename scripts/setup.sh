@@ -6,8 +6,12 @@
 #   --fuzz   also clang with its libFuzzer/sanitizer runtimes and OpenMP (scripts/fuzz.sh only)
 set -euo pipefail
 
+# Extra package names given as arguments are installed too (e.g. python3-matplotlib
+# for the plots of scripts/train_demo.sh); --fuzz adds clang's fuzzing toolchain.
 PACKAGES=(cmake g++ libhdf5-dev hdf5-tools libcli11-dev libgtest-dev libopenblas-dev nlohmann-json3-dev)
-if [ "${1:-}" = "--fuzz" ]; then PACKAGES+=(clang libclang-rt-dev libomp-dev); fi
+for arg in "$@"; do
+  if [ "$arg" = "--fuzz" ]; then PACKAGES+=(clang libclang-rt-dev libomp-dev); else PACKAGES+=("$arg"); fi
+done
 
 missing=()
 for p in "${PACKAGES[@]}"; do

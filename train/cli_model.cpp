@@ -62,6 +62,7 @@ struct ForwardArgs {
 struct GenerateArgs {
   std::string checkpoint, prompt, task, device = "cpu";
   GenerateOptions options;
+  int64_t prompt_random = 0;
   bool stats = false, json = false;
 };
 
@@ -126,6 +127,9 @@ void add_model_commands(CLI::App& app) {
   gen->add_option("--checkpoint", ga->checkpoint, "checkpoint CK.h5")->required();
   gen->add_option("--prompt", ga->prompt, "prompt token ids, comma separated (e.g. 3,17,42)");
   gen->add_option("--task", ga->task, "or take the prompt from a task example (its tokens up to the first scored position)");
+  gen->add_option("--prompt-random", ga->prompt_random,
+                  "or a prompt of N uniformly random token ids (seeded by --seed), e.g. to check that the state "
+                  "size does not grow with N; the prompt is then not printed");
   gen->add_option("--max-new", ga->options.max_new_tokens, "tokens to generate")->capture_default_str();
   gen->add_option("--temperature", ga->options.temperature, "0 = greedy")->capture_default_str();
   gen->add_option("--top-k", ga->options.top_k, "sample among the k most likely (0 = all)")->capture_default_str();
@@ -138,9 +142,14 @@ void add_model_commands(CLI::App& app) {
     model->to(parse_device(ga->device));
     std::vector<int64_t> prompt;
     int64_t expected = -1;
-    if (!ga->prompt.empty() && !ga->task.empty()) throw std::runtime_error("give either --prompt or --task");
+    if (int(!ga->prompt.empty()) + int(!ga->task.empty()) + int(ga->prompt_random != 0) > 1)
+      throw std::runtime_error("give one of --prompt, --task or --prompt-random");
     if (!ga->prompt.empty()) {
       prompt = parse_token_list(ga->prompt);
+    } else if (ga->prompt_random != 0) {
+      if (ga->prompt_random < 0) throw std::runtime_error("--prompt-random: N must be >= 1");
+      Rng rng(ga->options.seed);
+      for (int64_t i = 0; i < ga->prompt_random; ++i) prompt.push_back(rng.randint(0, model->config().vocab_size));
     } else if (!ga->task.empty()) {
       auto task = make_task(ga->task);
       Rng rng(ga->options.seed);
@@ -149,20 +158,22 @@ void add_model_commands(CLI::App& app) {
       for (int64_t t = 0; t <= scored.at(0); ++t) prompt.push_back(e.tokens[t]);
       expected = e.targets[scored[0]];
     } else {
-      throw std::runtime_error("one of --prompt or --task is required");
+      throw std::runtime_error("one of --prompt, --task or --prompt-random is required");
     }
     GenerateResult r = generate(*model, prompt, ga->options);
     std::vector<int64_t> generated(r.tokens.begin() + r.prompt_length, r.tokens.end());
     if (ga->json) {
-      nlohmann::json j = {{"prompt", prompt}, {"generated", generated}, {"state_bytes", r.state_bytes},
+      nlohmann::json j = {{"prompt_length", prompt.size()}, {"generated", generated}, {"state_bytes", r.state_bytes},
                           {"layer_state_bytes", r.layer_state_bytes}, {"prompt_tokens_per_s", r.prompt_tokens_per_s},
                           {"new_tokens_per_s", r.new_tokens_per_s}};
+      if (ga->prompt_random == 0) j["prompt"] = prompt;
       if (expected >= 0) j["expected_first"] = expected;
       std::cout << j.dump() << "\n";
       return;
     }
-    std::cout << "prompt (" << prompt.size() << " tokens):";
-    for (auto t : prompt) std::cout << " " << t;
+    std::cout << "prompt (" << prompt.size() << " tokens" << (ga->prompt_random ? ", random" : "") << "):";
+    if (ga->prompt_random == 0)
+      for (auto t : prompt) std::cout << " " << t;
     std::cout << "\ngenerated:";
     for (auto t : generated) std::cout << " " << t;
     std::cout << "\n";

@@ -91,6 +91,10 @@ void add_train_commands(CLI::App& app) {
       ->capture_default_str();
   t->add_option("--seed", o.seed, "seed of the initialisation, the data and the eval examples")->capture_default_str();
   add_device_flag(*t, o.device);
+  t->add_option("--precision", o.precision,
+                "matmul precision: f32, or bf16 (bf16 matmul inputs, fp32 accumulation and master weights)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
   t->add_option("--threads", o.threads, "CPU threads (0 = all)")->capture_default_str();
   t->add_option("--log-every", o.log_every, "progress line and metrics record every N steps")->capture_default_str();
   t->add_option("--eval-every", o.eval_every, "held-out evaluation every N steps (0 = at the end only)")
@@ -118,6 +122,7 @@ void add_train_commands(CLI::App& app) {
       ECHO_FLAG("--warmup", warmup) ECHO_FLAG("--weight-decay", weight_decay) ECHO_FLAG("--beta1", beta1)
       ECHO_FLAG("--beta2", beta2) ECHO_FLAG("--clip", clip) ECHO_FLAG("--spike-factor", spike_factor)
       ECHO_FLAG("--max-bad-steps", max_bad_steps) ECHO_FLAG("--seed", seed) ECHO_FLAG("--device", device)
+      ECHO_FLAG("--precision", precision)
       ECHO_FLAG("--threads", threads) ECHO_FLAG("--log-every", log_every) ECHO_FLAG("--eval-every", eval_every)
       ECHO_FLAG("--eval-examples", eval_examples) ECHO_FLAG("--ckpt-every", ckpt_every)
       ECHO_FLAG("--keep-last", keep_last)

@@ -16,6 +16,7 @@
 #include "models/lm.h"
 #include "models/params.h"
 #include "ops/binary.h"
+#include "ops/matmul.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/h5io.h"
@@ -67,8 +68,8 @@ nlohmann::json TrainOptions::to_json() const {
   return {{"tasks", tasks}, {"steps", steps}, {"batch", batch}, {"grad_accum", grad_accum}, {"lr", lr},
           {"min_lr_ratio", min_lr_ratio}, {"warmup", warmup}, {"weight_decay", weight_decay},
           {"beta1", beta1}, {"beta2", beta2}, {"clip", clip}, {"spike_factor", spike_factor},
-          {"max_bad_steps", max_bad_steps}, {"seed", seed}, {"device", device}, {"log_every", log_every},
-          {"eval_every", eval_every}, {"eval_examples", eval_examples}, {"ckpt_every", ckpt_every},
+          {"max_bad_steps", max_bad_steps}, {"seed", seed}, {"device", device}, {"precision", precision},
+          {"log_every", log_every}, {"eval_every", eval_every}, {"eval_examples", eval_examples}, {"ckpt_every", ckpt_every},
           {"keep_last", keep_last}};
 }
 
@@ -88,6 +89,9 @@ void apply_train_json(const nlohmann::json& j, TrainOptions& o) {
     } else if (k == "device") {
       if (!it.value().is_string()) throw std::runtime_error("train config: train.device: expected \"cpu\" or \"cuda\"");
       o.device = it.value().get<std::string>();
+    } else if (k == "precision") {
+      if (!it.value().is_string()) throw std::runtime_error("train config: train.precision: expected \"f32\" or \"bf16\"");
+      o.precision = it.value().get<std::string>();
     } else if (k == "steps") num(o.steps);
     else if (k == "batch") num(o.batch);
     else if (k == "grad_accum") num(o.grad_accum);
@@ -123,6 +127,7 @@ static void validate(const TrainOptions& o) {
   need(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, "beta1 and beta2 must be in [0, 1)");
   need(!o.tasks.empty(), "at least one --task is required");
   need(o.device == "cpu" || o.device == "cuda", "device must be cpu or cuda, got '" + o.device + "'");
+  need(o.precision == "f32" || o.precision == "bf16", "precision must be f32 or bf16, got '" + o.precision + "'");
   need(o.keep_last >= 1, "keep_last must be ≥ 1");
   need(o.eval_examples >= 1, "eval_examples must be ≥ 1");
 }
@@ -139,6 +144,8 @@ TrainSummary train(const TrainOptions& opt_in) {
   }
   if (o.threads > 0) set_num_threads(o.threads);
   const Device device = o.device == "cuda" ? Device::CUDA : Device::CPU;
+  // Mixed precision for the whole run, evaluation included (docs/training.md).
+  MatmulPrecisionGuard precision_guard(parse_matmul_precision(o.precision));
 
   fs::path dir(o.out);
   fs::path latest = dir / "latest.h5";
@@ -229,7 +236,8 @@ TrainSummary train(const TrainOptions& opt_in) {
   double last_loss = NAN;
   if (!o.quiet)
     std::cout << "training " << model->num_params() << " parameters on " << o.device << ", steps " << first << ".."
-              << last << " of " << o.steps << ", batch " << o.batch << "×" << o.grad_accum << "\n";
+              << last << " of " << o.steps << ", batch " << o.batch << "×" << o.grad_accum
+              << (o.precision == "bf16" ? ", bf16 matmuls" : "") << "\n";
 
   int64_t step = state.step;
   for (step = first; step <= last; ++step) {

@@ -31,6 +31,7 @@ struct TrainOptions {
   int64_t max_bad_steps = 5;    // abort after this many non-finite steps in a row
   uint64_t seed = 1;
   std::string device = "cpu";
+  std::string precision = "f32";  // matmul precision: "f32" or "bf16" (ops/matmul.h)
   int threads = 0;              // CPU threads; 0 = all
   int64_t log_every = 10;
   int64_t eval_every = 0;       // 0 = only at the end

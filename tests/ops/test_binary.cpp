@@ -31,14 +31,6 @@ Tensor away_from_zero(const Shape& s, Rng& rng) {
 const std::vector<std::pair<Shape, Shape>> kShapes = {
     {{3, 4, 5}, {3, 4, 5}}, {{3, 4, 5}, {4, 5}}, {{3, 4, 5}, {5}}, {{150, 3}, {3}}};
 
-void expect_throw_containing(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception; expected one containing: " << needle;
-  } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 }  // namespace
 
 TEST(Binary, MatchesNaiveLoopF64AndF32) {

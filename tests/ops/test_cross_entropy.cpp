@@ -8,14 +8,6 @@ using namespace echo;
 using namespace echo::testing;
 
 namespace {
-void expect_throw_containing(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception; expected one containing: " << needle;
-  } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 // Targets in [0, V) with roughly a quarter set to -100.
 std::vector<int64_t> random_targets(int64_t n, int64_t V, Rng& rng) {
   std::vector<int64_t> t(n);

@@ -8,14 +8,6 @@ using namespace echo;
 using namespace echo::testing;
 
 namespace {
-void expect_throw_containing(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception; expected one containing: " << needle;
-  } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 std::vector<int64_t> random_ids(int64_t n, int64_t V, Rng& rng) {
   std::vector<int64_t> v(n);
   for (auto& e : v) e = rng.randint(0, V);

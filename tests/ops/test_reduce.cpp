@@ -9,14 +9,6 @@ using namespace echo;
 using namespace echo::testing;
 
 namespace {
-void expect_throw_containing(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception; expected one containing: " << needle;
-  } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 // Naive sums in long double (the reference is more exact than either backend).
 double naive_sum(const std::vector<double>& v, size_t begin, size_t end) {
   long double acc = 0;
