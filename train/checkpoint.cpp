@@ -1,6 +1,8 @@
 #include "train/checkpoint.h"
 
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <set>
 
 #include "autograd/tape.h"
@@ -157,6 +159,11 @@ std::unique_ptr<LanguageModel> load_model(const std::string& path) {
         throw std::runtime_error(path + ": /model holds more than 2^40 values");
       stored += n;
     }
+    // Shapes are metadata too: count no more values than the file's bytes can
+    // hold as float32.
+    std::error_code ec;
+    const auto bytes = std::filesystem::file_size(path, ec);
+    if (!ec) stored = std::min<int64_t>(stored, static_cast<int64_t>(bytes / 4));
     const int64_t expected = parameter_count(config);
     if (expected > 2 * stored + (int64_t(1) << 20))
       throw std::runtime_error(path + ": the stored config describes " + std::to_string(expected) +

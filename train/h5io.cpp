@@ -18,7 +18,6 @@ namespace {
 // HDF5 prints its whole error stack to stderr by default; we turn errors into
 // exceptions instead. Done before every open (cheap, and per-thread in
 // thread-safe builds of the library).
-//
 void silence_hdf5() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
 
 // No exit-time cleanup by HDF5: when a write fails (disk full), H5Fclose fails

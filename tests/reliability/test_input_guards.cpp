@@ -146,3 +146,29 @@ TEST(InputGuards, RunnerOpsRefuseAbsurdAttributesAndClampChunks) {
     for (const auto& [out, t] : y1) EXPECT_EQ(t.to_vector(), y2.at(out).to_vector()) << out;
   }
 }
+
+// The same when /model declares shapes large enough for the config but the file
+// holds no data for them: the count is bounded by the file's bytes.
+TEST(InputGuards, CheckpointWithDeclaredOnlyParametersIsRefusedBeforeBuilding) {
+  TempDir d;
+  auto model = make_model(tiny_model_config(), 1);
+  save_checkpoint(d.file("ck.h5"), *model, nullptr, nullptr, nullptr);
+  nlohmann::json big = model->config().to_json();
+  big["vocab_size"] = int64_t(1) << 30;
+  {
+    h5::File f = h5::File::open_rw(d.file("ck.h5"));
+    f.set_attr("/", "config", big.dump());
+    f.close();
+  }
+  // A declared-only dataset of 2^36 values under /model (no storage is written).
+  hid_t f = H5Fopen(d.file("ck.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  const hsize_t dims[1] = {hsize_t(1) << 36};
+  hid_t space = H5Screate_simple(1, dims, nullptr);
+  hid_t ds = H5Dcreate2(f, "/model/padding", H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  ASSERT_GE(ds, 0);
+  H5Dclose(ds);
+  H5Sclose(space);
+  H5Fclose(f);
+  std::string e = error_of([&] { load_model(d.file("ck.h5")); });
+  EXPECT_TRUE(has(e, "ck.h5") && has(e, "parameters but /model holds")) << e;
+}
