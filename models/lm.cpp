@@ -162,6 +162,15 @@ DecodeState LanguageModel::make_decode_state(int64_t batch) const {
 }
 
 Tensor LanguageModel::step(const Tensor& tokens_t, DecodeState& state) {
+  NoGrad no_grad;
+  return linear(rmsnorm(advance_hidden(tokens_t, state), norm_f_, config_.norm_eps), embedding_);
+}
+
+void LanguageModel::advance(const Tensor& tokens_t, DecodeState& state) { advance_hidden(tokens_t, state); }
+
+// The residual stream after the last block for one token per sequence,
+// updating every layer's recurrent state.
+Tensor LanguageModel::advance_hidden(const Tensor& tokens_t, DecodeState& state) {
   if (!tokens_t.defined() || tokens_t.ndim() != 1 || !is_integer(tokens_t.dtype()) ||
       tokens_t.size(0) != state.batch_)
     throw std::runtime_error("decode step: tokens must be an integer tensor [" + std::to_string(state.batch_) +
@@ -177,7 +186,7 @@ Tensor LanguageModel::step(const Tensor& tokens_t, DecodeState& state) {
     if (blk.mlp) x = add(x, blk.mlp->forward(rmsnorm(x, blk.norm2, eps)));
   }
   ++state.position_;
-  return linear(rmsnorm(x, norm_f_, eps), embedding_);
+  return x;
 }
 
 std::unique_ptr<LanguageModel> make_model(const ModelConfig& config, uint64_t seed) {

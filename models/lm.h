@@ -69,12 +69,17 @@ class LanguageModel {
   // tokens of a sequence one by one gives the logits of forward() to rounding.
   DecodeState make_decode_state(int64_t batch) const;
   Tensor step(const Tensor& tokens_t, DecodeState& state);
+  // The same update of `state` without the final norm and LM head (returns
+  // nothing): for prompt tokens whose logits nobody reads. The LM head is the
+  // largest matrix of a decode step (vocab × d_model, 28% of echo-50m).
+  void advance(const Tensor& tokens_t, DecodeState& state);
 
   const std::vector<Block>& blocks() const { return blocks_; }
 
  private:
   void visit_params(const ParamVisitor& f);
   void rebuild_registry();
+  Tensor advance_hidden(const Tensor& tokens_t, DecodeState& state);
 
   ModelConfig config_;
   DType dtype_ = DType::F32;

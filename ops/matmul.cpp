@@ -88,6 +88,31 @@ void gemm_cpu(const char* op, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
     else
       cblas_dgemm(CblasRowMajor, opa, opb, (int)m, (int)n, (int)K, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
   };
+  if (M == 1) {
+    // One row (a decode step): C = alpha·a·op(B) + beta·C is a matrix-vector
+    // product. sgemm would first pack (copy) all of B — the whole weight matrix,
+    // every token — so gemv reads B once instead: y = op(B)ᵀ·a over blocks of C's
+    // columns. The partition is fixed by the shape, as below.
+    const int64_t step = blas_block(N);
+    const int64_t a_stride = ta ? lda : 1;  // a's K elements: a row of A, or a column of Aᵀ
+    SingleThreadedBlas single;
+    parallel_for((N + step - 1) / step, [&](int64_t block) {
+      const int64_t j0 = block * step, len = std::min(step, N - j0);
+      // tb: B is stored [N,K], rows j0.. give y = B_rows·a (NoTrans);
+      // else B is stored [K,N], columns j0.. give y = B_colsᵀ·a (Trans).
+      const T* b = B + (tb ? j0 * ldb : j0);
+      const auto trans = tb ? CblasNoTrans : CblasTrans;
+      const int rows = tb ? (int)len : (int)K, cols = tb ? (int)K : (int)len;
+      // Some OpenBLAS versions scale y by beta = 0 by multiplying, which keeps
+      // a NaN-poisoned output NaN: clear it instead.
+      if (beta == T(0)) std::memset(C + j0, 0, sizeof(T) * len);
+      if constexpr (std::is_same_v<T, float>)
+        cblas_sgemv(CblasRowMajor, trans, rows, cols, alpha, b, (int)ldb, A, (int)a_stride, beta, C + j0, 1);
+      else
+        cblas_dgemv(CblasRowMajor, trans, rows, cols, alpha, b, (int)ldb, A, (int)a_stride, beta, C + j0, 1);
+    });
+    return;
+  }
   // Rows i0.. of C come from rows i0.. of op(A) (columns of A when stored
   // transposed); columns j0.. of C from columns j0.. of op(B).
   const bool by_rows = M >= N;

@@ -114,7 +114,10 @@ GenerateResult generate(LanguageModel& model, const std::vector<int64_t>& prompt
   };
   auto t0 = std::chrono::steady_clock::now();
   std::vector<double> logits;
-  for (int64_t id : prompt) logits = feed(id);
+  // Only the last prompt token's logits are read: the others skip the LM head.
+  for (size_t i = 0; i + 1 < prompt.size(); ++i)
+    model.advance(Tensor::from_ints({prompt[i]}, {1}, DType::I32, model.device()), state);
+  logits = feed(prompt.back());
   auto t1 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < o.max_new_tokens; ++i) {
     int64_t next = sample_token(logits, o.temperature, o.top_k, rng);

@@ -72,6 +72,38 @@ TEST(Matmul, BmmMatchesNaiveLoopForAllTransposeFlags) {
     }
 }
 
+// One row of C (decode steps, batch 1) takes the gemv path: every transpose
+// flag, several column blocks (n > 64), poisoned outputs, and its gradients.
+TEST(Matmul, OneRowProductsMatchNaiveLoopForAllTransposeFlags) {
+  PoisonGuard poison;
+  Rng rng(7);
+  const int64_t B = 2, m = 1, k = 37, n = 203;
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb) {
+      Tensor a = rnd(ta ? Shape{B, k, m} : Shape{B, m, k}, rng), b = rnd(tb ? Shape{B, n, k} : Shape{B, k, n}, rng);
+      auto av = a.to_vector(), bv = b.to_vector();
+      std::vector<double> ref(B * n);
+      for (int64_t i = 0; i < B; ++i)
+        for (int64_t c = 0; c < n; ++c)
+          for (int64_t j = 0; j < k; ++j)
+            ref[i * n + c] += av[i * k + j] * (tb ? bv[(i * n + c) * k + j] : bv[(i * k + j) * n + c]);
+      EXPECT_LT(max_rel_diff(bmm(a, b, ta, tb).to_vector(), ref), 1e-14) << ta << tb;
+      EXPECT_LT(max_rel_diff(bmm(a.to(DType::F32), b.to(DType::F32), ta, tb).to_vector(), ref), 1e-5) << ta << tb;
+      Tensor a_small = rnd(ta ? Shape{1, 5, 1} : Shape{1, 1, 5}, rng);
+      Tensor b_small = rnd(tb ? Shape{1, 70, 5} : Shape{1, 5, 70}, rng);
+      const std::string tag = "bmm(m=1,ta=" + std::to_string(ta) + ",tb=" + std::to_string(tb) + ")";
+      expect_gradcheck([ta, tb](const std::vector<Tensor>& in) { return std::vector<Tensor>{bmm(in[0], in[1], ta, tb)}; },
+                       {a_small, b_small}, {true, true}, {tag + ".a", tag + ".b"});
+    }
+  // The decode step's shape: linear on one token.
+  Tensor x = rnd({1, 9}, rng), w = rnd({130, 9}, rng);
+  auto xv = x.to_vector(), wv = w.to_vector();
+  std::vector<double> ref(130);
+  for (int64_t o = 0; o < 130; ++o)
+    for (int64_t i = 0; i < 9; ++i) ref[o] += xv[i] * wv[o * 9 + i];
+  EXPECT_LT(max_rel_diff(linear(x, w).to_vector(), ref), 1e-14);
+}
+
 TEST(Matmul, EmptyInnerDimension) {
   // K = 0: the product is all zeros (plus the bias), never NaN from the poisoned output.
   PoisonGuard poison;
