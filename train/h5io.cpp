@@ -329,10 +329,23 @@ DType File::dataset_dtype(const std::string& key) const {
   return describe_dataset(*this, ds.get(), key).dtype;
 }
 
+namespace {
+// A dataset opened, described and size-checked: File::read up to its allocation.
+struct CheckedDataset {
+  Handle ds;
+  DatasetInfo info;
+};
+}  // namespace
+
+static CheckedDataset open_for_reading(const File& f, hid_t file, const std::string& key) {
+  Handle ds = open_dataset(f, file, key);
+  DatasetInfo info = describe_dataset(f, ds.get(), key);
+  check_stored_size(f, file, ds.get(), key, info.shape);
+  return {std::move(ds), std::move(info)};
+}
+
 Tensor File::read(const std::string& key) const {
-  Handle ds = open_dataset(*this, id_checked(), key);
-  DatasetInfo info = describe_dataset(*this, ds.get(), key);
-  check_stored_size(*this, id_checked(), ds.get(), key, info.shape);
+  auto [ds, info] = open_for_reading(*this, id_checked(), key);
   Tensor t = Tensor::empty(info.shape, info.dtype, Device::CPU);
   // HDF5 converts from the file's type (any byte order or integer width) to
   // the native one we ask for.
@@ -674,13 +687,30 @@ struct PreflightWalk {
     }
   }
 
+  // Whether File::read's H5Dread parses file structures beyond what opening and
+  // checking the dataset parsed: a chunked dataset's chunk index (a B-tree the
+  // file describes), its filters, and any conversion from a stored type other
+  // than the native one we read (HDF5 converts by the stored type's fields).
+  // Not for contiguous data stored as the native type — Echo's own checkpoints:
+  // that read copies a byte range that the layout message gives and
+  // check_stored_size bounded by the file's size; skipping it saves reading the
+  // whole file twice (docs/reliability.md: cost).
+  bool data_read_parses_more(const std::string& key) const {
+    auto [ds, info] = open_for_reading(file, file.id_checked(), key);
+    Handle dcpl(H5Dget_create_plist(ds.get()), H5Pclose);
+    Handle stored(H5Dget_type(ds.get()), H5Tclose);
+    if (!dcpl.ok() || !stored.ok()) return true;
+    return H5Pget_layout(dcpl.get()) != H5D_CONTIGUOUS || H5Tequal(stored.get(), native_type(info.dtype)) <= 0;
+  }
+
   void dataset(const std::string& key) {
     attempt([&] { file.has_dataset(key); });  // the lookup by name, link by link
     attempt([&] { file.dataset_shape(key); });
     attempt([&] { file.dataset_dtype(key); });
-    // The data too: reading walks a chunked dataset's index and runs HDF5's
-    // type conversion on the stored type, both driven by the file.
-    attempt([&] { file.read(key); });
+    // The data too where reading it makes libhdf5 parse more of the file (below).
+    attempt([&] {
+      if (data_read_parses_more(key)) file.read(key);
+    });
     attributes(key);
   }
 
