@@ -784,6 +784,9 @@ std::set<FileIdentity> g_checked;
   // the parent (libFuzzer's would save the input as a crash of the fuzzed process).
   for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGTRAP}) std::signal(sig, SIG_DFL);
   if (__sanitizer_set_death_callback) __sanitizer_set_death_callback(nullptr);
+  // File::read allocates tensors; NaN-poisoning them (gradcheck, tests) fills
+  // with parallel_for, and OpenMP's thread pool does not survive fork().
+  set_poison_uninitialized(false);
   int status = kPreflightClean;
   try {
     // Read-only whatever the caller opens with: the child must change nothing.
