@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <tuple>
@@ -762,11 +763,28 @@ double preflight_timeout_seconds() {
 }
 
 // What a file is, for the cache of files already checked: a change of content
-// changes the size or the times, or (atomic replacement) the inode.
-using FileIdentity = std::tuple<dev_t, ino_t, off_t, int64_t, int64_t, int64_t, int64_t>;
-FileIdentity identity_of(const struct stat& st) {
-  return {st.st_dev, st.st_ino, st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec, st.st_ctim.tv_sec,
-          st.st_ctim.tv_nsec};
+// changes the size or the times, or (atomic replacement) the inode. File times
+// are coarse (a few ms), so a file rewritten within the same tick keeps them:
+// for a file changed in the last 2 s, its content's hash is part of the key —
+// when it is small enough to hash (16 MiB; a larger new file is checked on
+// every open).
+using FileIdentity = std::tuple<dev_t, ino_t, off_t, int64_t, int64_t, int64_t, int64_t, size_t>;
+constexpr off_t kMaxHashedSize = off_t(16) << 20;
+bool recently_changed(const struct stat& st) { return std::time(nullptr) - st.st_ctim.tv_sec <= 2; }
+std::optional<FileIdentity> identity_of(const std::string& path, const struct stat& st) {
+  size_t content = 0;
+  if (recently_changed(st)) {
+    if (st.st_size > kMaxHashedSize) return std::nullopt;
+    std::string bytes(static_cast<size_t>(st.st_size), '\0');
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return std::nullopt;
+    const ssize_t n = ::pread(fd, bytes.data(), bytes.size(), 0);
+    ::close(fd);
+    if (n != static_cast<ssize_t>(bytes.size())) return std::nullopt;
+    content = std::hash<std::string>{}(bytes);
+  }
+  return FileIdentity{st.st_dev, st.st_ino, st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec, st.st_ctim.tv_sec,
+                      st.st_ctim.tv_nsec, content};
 }
 std::mutex g_checked_mutex;
 std::set<FileIdentity> g_checked;
@@ -832,14 +850,10 @@ void File::preflight(const std::string& path) {
   check_regular_file(path);  // the usual messages for a missing file or a directory
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) throw std::runtime_error(path + ": " + std::strerror(errno));
-  // Only a file last changed well before this check may skip later ones: file
-  // times are coarse (a few ms), so a file rewritten right after its check could
-  // otherwise keep its identity.
-  const FileIdentity identity = identity_of(st);
-  const bool cacheable = std::time(nullptr) - st.st_ctim.tv_sec > 2;
-  if (cacheable) {
+  const std::optional<FileIdentity> identity = identity_of(path, st);
+  if (identity) {
     std::lock_guard<std::mutex> lock(g_checked_mutex);
-    if (g_checked.count(identity)) return;
+    if (g_checked.count(*identity)) return;
   }
 
   int report[2];
@@ -914,10 +928,10 @@ void File::preflight(const std::string& path) {
   if (code != kPreflightClean && code != kPreflightRefused)
     throw std::runtime_error(path + ": libhdf5 failed (exit status " + std::to_string(code) +
                              ") while parsing this file" + verdict + report_summary(text));
-  if (cacheable) {
+  if (identity) {
     std::lock_guard<std::mutex> lock(g_checked_mutex);
     if (g_checked.size() >= 4096) g_checked.clear();
-    g_checked.insert(identity);
+    g_checked.insert(*identity);
   }
 }
 

@@ -45,8 +45,9 @@ class File {
   // also when HDF5 reported errors, which the caller's reader then names — and
   // throws "PATH: libhdf5 crashed (SIGSEGV) while parsing this file: ..." or
   // "PATH: libhdf5 did not finish parsing this file within 30 s: ..." otherwise.
-  // A file whose status change lies more than 2 s in the past is checked once
-  // per process (keyed by device, inode, size and times); newer ones every time.
+  // Each file is checked once per process (keyed by device, inode, size and
+  // times, and for a file changed in the last 2 s also by its content's hash;
+  // such a file over 16 MiB is checked on every open).
   static void preflight(const std::string& path);
 
   File(File&& other) noexcept;
