@@ -8,6 +8,16 @@
 // Dataset types: f32, f64, i32 and i64 are read and written as themselves;
 // other integer widths are read as i32 (≤ 4 bytes) or i64; other float widths
 // (f16, ...) and non-numeric types are refused with a message.
+//
+// Untrusted files. libhdf5 itself (Debian 12's 1.10.8) crashes, overflows
+// buffers or loops forever on some malformed files, inside a single library
+// call (docs/reliability.md). So every File::open / open_rw first runs
+// `preflight`: a forked child opens the file and touches everything any reader
+// could touch, with the same functions the readers use; only when that child
+// finishes is the file opened in this process. A child killed by a signal, one
+// that fails otherwise, or one still busy after ECHO_H5_PREFLIGHT_TIMEOUT
+// seconds (default 30; 0 turns the preflight off) becomes a one-line
+// std::runtime_error naming the file.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +40,15 @@ class File {
   static File open_rw(const std::string& path);
   // Creates a new file, replacing any file at that path.
   static File create(const std::string& path);
+  // The preflight alone (File::open runs it; exposed for tests and tools). It
+  // returns when libhdf5 parsed the whole file without crashing or hanging —
+  // also when HDF5 reported errors, which the caller's reader then names — and
+  // throws "PATH: libhdf5 crashed (SIGSEGV) while parsing this file: ..." or
+  // "PATH: libhdf5 did not finish parsing this file within 30 s: ..." otherwise.
+  // Each file is checked once per process (keyed by device, inode, size and
+  // times, and for a file changed in the last 2 s also by its content's hash;
+  // such a file over 16 MiB is checked on every open).
+  static void preflight(const std::string& path);
 
   File(File&& other) noexcept;
   File& operator=(File&& other) noexcept;
@@ -77,6 +96,7 @@ class File {
   std::string attr_string(const std::string& object, const std::string& name) const;
 
  private:
+  friend struct PreflightWalk;
   File(std::string path, int64_t id) : path_(std::move(path)), id_(id) {}
   [[noreturn]] void fail(const std::string& what) const;
   int64_t id_checked() const;

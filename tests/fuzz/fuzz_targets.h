@@ -59,6 +59,24 @@ class ScratchFile {
   std::string path_;
 };
 
+// The HDF5 preflight (h5::File::preflight) turns a crash or hang inside libhdf5
+// into an error ("PATH: libhdf5 crashed (SIGSEGV) while parsing this file ...").
+// With $ECHO_FUZZ_PREFLIGHT_LOG set, each such error appends one line (the
+// message without the path) to that file, so that scripts/fuzz.sh can count
+// what the preflight caught; fuzzing jobs run in separate processes, hence a file.
+inline void note_preflight(const std::exception& e, const std::string& path) {
+  static const char* log = std::getenv("ECHO_FUZZ_PREFLIGHT_LOG");
+  if (!log || !*log) return;
+  const std::string what = e.what();
+  if (what.compare(0, path.size() + 10, path + ": libhdf5 ") != 0) return;
+  const std::string line = what.substr(path.size() + 2) + "\n";
+  const int fd = ::open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  if (::write(fd, line.data(), line.size()) < 0) {
+  }
+  ::close(fd);
+}
+
 // ---- checkpoint: an HDF5 file given to read_checkpoint_header, then load_model ----
 inline int checkpoint(const uint8_t* data, size_t size) {
   static ScratchFile file("ckpt.h5");
@@ -66,7 +84,8 @@ inline int checkpoint(const uint8_t* data, size_t size) {
   CheckpointContents header;
   try {
     header = read_checkpoint_header(path);
-  } catch (const std::exception&) {
+  } catch (const std::exception& e) {
+    note_preflight(e, path);
     return 0;
   }
   try {
@@ -77,7 +96,8 @@ inline int checkpoint(const uint8_t* data, size_t size) {
     for (const auto& p : model->params().all())
       for (double v : p.tensor.to_vector())
         if (!std::isfinite(v)) violated("load_model accepted a non-finite value in " + p.name);
-  } catch (const std::exception&) {
+  } catch (const std::exception& e) {
+    note_preflight(e, path);
   }
   return 0;
 }
@@ -112,7 +132,8 @@ inline int op_runner(const uint8_t* data, size_t size) {
   const std::string& in_path = in.write(data + 1, size - 1);
   try {
     run_op_files(op, in_path, out.path());
-  } catch (const std::exception&) {
+  } catch (const std::exception& e) {
+    note_preflight(e, in_path);
   }
   return 0;
 }
