@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/config.h"
+#include "train/train_util.h"
 #include "train/trainer.h"
 
 namespace echo::testing {
@@ -19,38 +20,6 @@ namespace echo::testing {
 inline bool under_sanitizer() {
   const char* v = std::getenv("ECHO_UNDER_SANITIZER");
   return v && *v && std::string(v) != "0";
-}
-
-// A model with an M and an S layer, d_model 32: a few ms per training step.
-inline ModelConfig tiny_model_config(const std::string& pattern = "MS") {
-  nlohmann::json j = preset("ska-1m").to_json();
-  j["d_model"] = 32;
-  j["n_layers"] = static_cast<int>(pattern.size());
-  j["layer_pattern"] = pattern;
-  j["d_ff"] = 48;
-  j["mamba"]["d_state"] = 8;
-  j["mamba"]["headdim"] = 16;
-  j["mamba"]["chunk_size"] = 8;
-  j["ska"]["heads"] = 2;
-  j["ska"]["rank"] = 8;
-  j["ska"]["head_dim_v"] = 8;
-  j["ska"]["chunk_size"] = 8;
-  j["attn"] = {{"heads", 2}, {"head_dim", 16}, {"rope_base", 10000.0}};
-  return parse_config(j);
-}
-
-inline TrainOptions tiny_training(const std::string& out, int64_t steps) {
-  TrainOptions o;
-  o.model = tiny_model_config();
-  o.tasks = {"mqar:M=2,gap=5"};
-  o.steps = steps;
-  o.batch = 4;
-  o.warmup = 10;
-  o.log_every = 1;
-  o.eval_examples = 8;
-  o.out = out;
-  o.quiet = true;
-  return o;
 }
 
 // step -> record of every logged training step (evaluation and summary lines skipped).

@@ -23,7 +23,6 @@ using namespace echo::testing;
 
 namespace {
 
-bool has(const std::string& text, const std::string& what) { return text.find(what) != std::string::npos; }
 
 // Trains the tiny model for 4 steps into DIR/run; returns the run directory.
 std::string first_run(const TempDir& d) {

@@ -16,16 +16,6 @@ using namespace echo;
 using namespace echo::testing;
 
 namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "no error";
-}
-bool has(const std::string& text, const std::string& what) { return text.find(what) != std::string::npos; }
-
 // A file with one float dataset of the given shape whose data is never written
 // (HDF5 allocates contiguous storage late: nothing is stored).
 void write_declared_only(const std::string& path, const std::vector<hsize_t>& dims) {

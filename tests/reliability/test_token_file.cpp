@@ -7,18 +7,6 @@
 using namespace echo;
 using namespace echo::testing;
 
-namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "no error";
-}
-bool has(const std::string& text, const std::string& what) { return text.find(what) != std::string::npos; }
-}  // namespace
-
 TEST(TokenFile, RoundTripsBothWidthsLittleEndian) {
   TempDir d;
   const std::vector<int32_t> ids = {0, 1, 255, 256, 4660, 65535};

@@ -20,40 +20,6 @@ using namespace echo::testing;
 
 namespace {
 
-// A tiny model with every layer kind that trains in a few ms per step.
-ModelConfig tiny_config(const std::string& pattern = "MS") {
-  ModelConfig c = preset("ska-1m");
-  nlohmann::json j = c.to_json();
-  j["d_model"] = 32;
-  j["n_layers"] = (int)pattern.size();
-  j["layer_pattern"] = pattern;
-  j["d_ff"] = 48;
-  j["mamba"]["d_state"] = 8;
-  j["mamba"]["headdim"] = 16;
-  j["mamba"]["chunk_size"] = 8;
-  j["ska"]["heads"] = 2;
-  j["ska"]["rank"] = 8;
-  j["ska"]["head_dim_v"] = 8;
-  j["ska"]["chunk_size"] = 8;
-  j["attn"] = {{"heads", 2}, {"head_dim", 16}, {"rope_base", 10000.0}};
-  return parse_config(j);
-}
-
-TrainOptions tiny_run(const std::string& out, int64_t steps) {
-  TrainOptions o;
-  o.model = tiny_config();
-  o.tasks = {"mqar:M=2,gap=5"};
-  o.steps = steps;
-  o.batch = 4;
-  o.warmup = 10;
-  o.lr = 3e-3;
-  o.log_every = 1;
-  o.eval_examples = 8;
-  o.out = out;
-  o.quiet = true;
-  return o;
-}
-
 std::map<int64_t, double> losses(const std::string& metrics_path) {
   std::map<int64_t, double> out;
   std::ifstream f(metrics_path);
@@ -64,25 +30,17 @@ std::map<int64_t, double> losses(const std::string& metrics_path) {
   return out;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "no error";
-}
 
 }  // namespace
 
 TEST(Trainer, ResumeIsBitIdenticalToAnUninterruptedRun) {
   TempDir a, b;
-  train(tiny_run(a.path(), 400));
-  TrainOptions first = tiny_run(b.path(), 400);
+  train(tiny_training(a.path(), 400));
+  TrainOptions first = tiny_training(b.path(), 400);
   first.stop_after = 200;
   TrainSummary s1 = train(first);
   EXPECT_EQ(s1.final_step, 200);
-  TrainOptions second = tiny_run(b.path(), 400);
+  TrainOptions second = tiny_training(b.path(), 400);
   second.resume = true;
   TrainSummary s2 = train(second);
   EXPECT_EQ(s2.final_step, 400);
@@ -105,7 +63,7 @@ TEST(Trainer, ResumeIsBitIdenticalToAnUninterruptedRun) {
 
 TEST(Trainer, RunDirectoryHoldsConfigMetricsAndCheckpoints) {
   TempDir d;
-  TrainOptions o = tiny_run(d.path(), 12);
+  TrainOptions o = tiny_training(d.path(), 12);
   o.ckpt_every = 4;
   o.keep_last = 2;
   o.eval_every = 6;
@@ -137,7 +95,7 @@ TEST(Trainer, RunDirectoryHoldsConfigMetricsAndCheckpoints) {
 
 TEST(Checkpoint, HoldsEveryParameterUnderItsSpecPath) {
   TempDir d;
-  auto model = make_model(tiny_config("MSA"), 3);
+  auto model = make_model(tiny_model_config("MSA"), 3);
   save_checkpoint(d.file("ck.h5"), *model, nullptr, nullptr, nullptr);
   h5::File f = h5::File::open(d.file("ck.h5"));
   EXPECT_EQ(f.attr_string("/", "format"), "echo-lm");
@@ -160,7 +118,7 @@ TEST(Checkpoint, HoldsEveryParameterUnderItsSpecPath) {
 
 TEST(Checkpoint, BadFilesGiveAnErrorNamingTheProblem) {
   TempDir d;
-  auto model = make_model(tiny_config(), 3);
+  auto model = make_model(tiny_model_config(), 3);
   const std::string good = d.file("good.h5");
   save_checkpoint(good, *model, nullptr, nullptr, nullptr);
   const std::string bytes = read_text(good);
@@ -184,7 +142,7 @@ TEST(Checkpoint, BadFilesGiveAnErrorNamingTheProblem) {
   EXPECT_NE(error_of([&] { load_model(d.file("nosuch.h5")); }).find("nosuch.h5"), std::string::npos);
 
   // A parameter of another model.
-  auto other = make_model(tiny_config("MM"), 3);
+  auto other = make_model(tiny_model_config("MM"), 3);
   save_checkpoint(d.file("other.h5"), *other, nullptr, nullptr, nullptr);
   e = error_of([&] { load_parameters(d.file("other.h5"), *model); });
   EXPECT_NE(e.find("other.h5"), std::string::npos) << e;
@@ -200,7 +158,7 @@ TEST(Checkpoint, BadFilesGiveAnErrorNamingTheProblem) {
 
 TEST(Checkpoint, MissingDatasetIsNamed) {
   TempDir d;
-  auto model = make_model(tiny_config(), 3);
+  auto model = make_model(tiny_model_config(), 3);
   // Write a checkpoint by hand without one parameter.
   {
     h5::File f = h5::File::create(d.file("ck.h5"));
@@ -323,7 +281,7 @@ TEST(TrainCli, InitInfoEvalAndGenerate) {
 
 TEST(Trainer, NonFiniteStepsAbortWithAClearMessage) {
   TempDir d;
-  TrainOptions o = tiny_run(d.path(), 50);
+  TrainOptions o = tiny_training(d.path(), 50);
   o.lr = 1e30;  // parameters blow up after the first update
   o.warmup = 0;
   o.clip = 0;
@@ -340,7 +298,7 @@ TEST(Trainer, F32AndBf16TrainingStayFiniteAtAHighLearningRate) {
   std::map<std::string, std::map<int64_t, double>> curves;
   for (const std::string precision : {"f32", "bf16"}) {
     TempDir d;
-    TrainOptions o = tiny_run(d.path(), 500);
+    TrainOptions o = tiny_training(d.path(), 500);
     o.lr = 3e-2;
     o.precision = precision;
     o.threads = 1;  // a tiny model: one thread is faster than a team
@@ -370,7 +328,7 @@ TEST(Trainer, F32AndBf16TrainingStayFiniteAtAHighLearningRate) {
 
 TEST(TrainCli, PrecisionFlagIsStoredAndChecked) {
   TempDir d;
-  write_text(d.file("tiny.json"), tiny_config().to_json().dump());
+  write_text(d.file("tiny.json"), tiny_model_config().to_json().dump());
   RunResult r = run_echo({"train", "--config", d.file("tiny.json"), "--task", "mqar:M=2,gap=5", "--steps", "2",
                           "--batch", "2", "--eval-examples", "2", "--precision", "bf16", "--out", d.file("run")},
                          d);

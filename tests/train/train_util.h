@@ -10,9 +10,15 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "models/config.h"
+#include "train/trainer.h"
 
 namespace echo::testing {
 
@@ -101,5 +107,51 @@ inline RunResult run_echo(const std::vector<std::string>& args, const TempDir& d
   std::filesystem::remove(err);
   return r;
 }
+
+// A tiny model (d_model 32; an M and an S layer by default, any pattern of
+// M, S, A): a few ms per training step.
+inline ModelConfig tiny_model_config(const std::string& pattern = "MS") {
+  nlohmann::json j = preset("ska-1m").to_json();
+  j["d_model"] = 32;
+  j["n_layers"] = static_cast<int>(pattern.size());
+  j["layer_pattern"] = pattern;
+  j["d_ff"] = 48;
+  j["mamba"]["d_state"] = 8;
+  j["mamba"]["headdim"] = 16;
+  j["mamba"]["chunk_size"] = 8;
+  j["ska"]["heads"] = 2;
+  j["ska"]["rank"] = 8;
+  j["ska"]["head_dim_v"] = 8;
+  j["ska"]["chunk_size"] = 8;
+  j["attn"] = {{"heads", 2}, {"head_dim", 16}, {"rope_base", 10000.0}};
+  return parse_config(j);
+}
+
+// A quiet run of the tiny model on mqar:M=2,gap=5, batch 4, logging every step.
+inline TrainOptions tiny_training(const std::string& out, int64_t steps) {
+  TrainOptions o;
+  o.model = tiny_model_config();
+  o.tasks = {"mqar:M=2,gap=5"};
+  o.steps = steps;
+  o.batch = 4;
+  o.warmup = 10;
+  o.log_every = 1;
+  o.eval_examples = 8;
+  o.out = out;
+  o.quiet = true;
+  return o;
+}
+
+// The message of the exception f throws, or "no error".
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+inline bool has(const std::string& text, const std::string& what) { return text.find(what) != std::string::npos; }
 
 }  // namespace echo::testing
