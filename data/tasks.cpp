@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <unordered_map>
 
 namespace echo {
 
@@ -78,13 +79,24 @@ class Params {
   std::set<std::string> used_;
 };
 
-// k distinct integers from [lo, hi) in random order (partial Fisher-Yates).
+// k distinct integers from [lo, hi) in random order: a partial Fisher-Yates
+// shuffle of the virtual array pool[i] = lo + i. Only the entries a swap moved
+// are stored, so memory is O(k) however wide the range (a zoology spec may ask
+// for V = 10⁹); the draws and the result are those of the shuffle on a real array.
 std::vector<int32_t> distinct(Rng& rng, int32_t lo, int32_t hi, int64_t k) {
-  std::vector<int32_t> pool(hi - lo);
-  std::iota(pool.begin(), pool.end(), lo);
-  for (int64_t i = 0; i < k; ++i) std::swap(pool[i], pool[rng.randint(i, (int64_t)pool.size())]);
-  pool.resize(k);
-  return pool;
+  const int64_t n = int64_t(hi) - lo;
+  std::unordered_map<int64_t, int32_t> moved;
+  auto pool = [&](int64_t i) {
+    auto it = moved.find(i);
+    return it == moved.end() ? static_cast<int32_t>(lo + i) : it->second;
+  };
+  std::vector<int32_t> out(static_cast<size_t>(k));
+  for (int64_t i = 0; i < k; ++i) {
+    const int64_t j = rng.randint(i, n);
+    out[i] = pool(j);
+    moved[j] = pool(i);  // pool[i] is never read again: only the swap's other half is kept
+  }
+  return out;
 }
 template <typename V> void shuffle(Rng& rng, V& v) {
   for (int64_t i = (int64_t)v.size() - 1; i > 0; --i) std::swap(v[i], v[rng.randint(0, i + 1)]);
