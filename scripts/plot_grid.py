@@ -150,15 +150,20 @@ def main():
         for cid, curve in curves.items():
             ax.plot([c["step"] for c in curve], [np.mean(list(c["accuracy"].values())) for c in curve],
                     marker=".", label=cid)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("step")
-        ax.set_ylabel("held-out accuracy")
-        ax.legend(fontsize=7)
-        fig.savefig(os.path.join(results, "curves.png"), dpi=120, bbox_inches="tight")
-        plt.close(fig)
+        save_accuracy_plot(fig, ax, "step", os.path.join(results, "curves.png"))
     plot_heatmap(results, rows)
     plot_length(results, rows)
     plot_tasks(results, rows)
+
+
+def save_accuracy_plot(fig, ax, xlabel, path):
+    """Accuracy on [0, 1] against xlabel, with a legend; writes path and closes fig."""
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("held-out accuracy")
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
 
 
 def plot_heatmap(results, rows):
@@ -226,12 +231,7 @@ def plot_length(results, rows):
     first = next(iter(series.values()))
     ax.plot([p[0] for p in first], [p[2] for p in first], "k:", label="informed guess")
     ax.set_xscale("log", base=2)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("eval length (T or gap)")
-    ax.set_ylabel("held-out accuracy")
-    ax.legend(fontsize=7)
-    fig.savefig(os.path.join(results, "length.png"), dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_accuracy_plot(fig, ax, "eval length (T or gap)", os.path.join(results, "length.png"))
 
 
 def plot_tasks(results, rows):
