@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "autograd/device.h"
+#include "bench/bench_causal_attention.h"
 #include "bench/bench_koopman_fit.h"
 #include "bench/bench_ssd_scan.h"
 #include "bench/bench_unary.h"
@@ -19,6 +20,7 @@ std::vector<bench::Benchmark> benchmarks() {
       bench::benchmark_unary(),
       bench::benchmark_koopman_fit(),
       bench::benchmark_ssd_scan(),
+      bench::benchmark_causal_attention(),
   };
 }
 
