@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "ops/common.h"
@@ -60,43 +61,148 @@ void rope_cpu(const T* x, T* y, int64_t B, int64_t T_len, int64_t H, int64_t dh,
   });
 }
 
-template <typename T> T dot(const T* a, const T* b, int64_t n) {
-  T s = 0;
-  for (int64_t d = 0; d < n; ++d) s += a[d] * b[d];
-  return s;
+// ---- CPU kernel ------------------------------------------------------------------
+// Element (b,t,h,·) of q/k/v/o sits at ((b·T + t)·H + h)·dh, row n = (b·H + h)·T + i
+// of lse/D. One task per (b, h): it copies its q', k', v (and dO, o) into
+// contiguous scratch, so every product below reads unit-stride memory, and owns
+// every output element of that (b, h), so the result does not depend on the
+// thread count. With q̂ = scale·q' (scale folded into the copy), s_ij = q̂_i·k'_j,
+// and per block of kBlock query rows i ∈ [i0, i1):
+//   forward : S = Q̂ K'ᵀ (j ≤ i), m_i = max_j s_ij, P_ij = exp(s_ij − m_i), l_i = Σ_j P_ij,
+//             o_i = (Σ_j P_ij v_j) / l_i, L_i = m_i + log l_i;
+//   backward: S again, P_ij = exp(s_ij − L_i) (one exp per pair), dP = dO Vᵀ,
+//             dS = P ∘ (dP − D), dq'_i = scale Σ_j dS_ij k'_j,
+//             dk'_j += Σ_i dS_ij q̂_i (= scale Σ_i dS_ij q'_i), dv_j += Σ_i P_ij dO_i,
+// with dk', dv summed over the blocks in the task's scratch and written once at
+// the end. Only a kBlock × T block of S/P (and dS) exists at a time.
+//
+// Every product has the form C[r][c] = Σ_k A[r][k]·B[k][c] with B's row k
+// contiguous in c, computed by micro_tile on R × kLanes<T> pieces of C held in
+// registers: the c loop has a fixed length, so -O2 vectorises it (kLanes<T> is
+// 64 bytes, four SSE registers), and the R rows share each load of B. The
+// operands are laid out for that: K'ᵀ and Vᵀ as dh × Tp (key j contiguous) for
+// S and dP, k' and v as T × dhp (head dim contiguous, zero-padded to a multiple
+// of kLanes) for P V and dS K', and q̂ᵀ, dOᵀ of the block as dh × kBlock for dk'
+// and dv. Tile columns past the causal limit are computed and then zeroed
+// (P_ij = dS_ij = 0 for j > i), which makes the partial tiles on the diagonal
+// exact and lets the products with P and dS run over whole tiles; k ranges stop
+// where P or dS is known to be zero. Each C element sums its k terms in
+// increasing k, the same for any blocking of the others.
+template <typename T> constexpr int64_t kLanes = 64 / static_cast<int64_t>(sizeof(T));  // 16 f32, 8 f64
+constexpr int64_t kBlock = 64;  // query rows per block
+
+int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// C[r·ldc + c] (+)= Σ_{k0 ≤ k < k1} A[r·lda + k] · B[k·ldb + c] for r < R, c < kLanes<T>.
+template <int R, typename T>
+inline void micro_tile(const T* A, int64_t lda, const T* B, int64_t ldb, int64_t k0, int64_t k1, T* C, int64_t ldc,
+                       bool accumulate) {
+  constexpr int W = static_cast<int>(kLanes<T>);
+  T acc[R][W] = {};  // unrolled below so that it lives in registers, not on the stack
+  for (int64_t k = k0; k < k1; ++k) {
+    const T* bk = B + k * ldb;
+#pragma GCC unroll 2
+    for (int r = 0; r < R; ++r) {
+      const T a = A[r * lda + k];
+#pragma GCC unroll 16
+      for (int c = 0; c < W; ++c) acc[r][c] += a * bk[c];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < W; ++c) C[r * ldc + c] = accumulate ? C[r * ldc + c] + acc[r][c] : acc[r][c];
 }
 
-// Row n = (b·H + h)·T + i of lse/D; element (b,t,h,·) of q/k/v/o at ((b·T + t)·H + h)·dh.
-struct Layout {
+// f(R, r) for the row groups r, r+1 (R = 2) of [0, m), and a last single row (R = 1).
+template <typename F> void row_pairs(int64_t m, F&& f) {
+  int64_t r = 0;
+  for (; r + 2 <= m; r += 2) f(std::integral_constant<int, 2>(), r);
+  if (r < m) f(std::integral_constant<int, 1>(), r);
+}
+
+// Rows i0 + r of C (ldc) = A (lda) · Bᵀ-panel B (ldb), for the keys j of the
+// causal range of each row group (tiles up to its last row), over k < kdim.
+// Used for S = Q̂ K'ᵀ and dP = dO Vᵀ.
+template <typename T>
+void causal_rows_times_panel(int64_t rows, int64_t i0, const T* A, int64_t lda, const T* B, int64_t ldb,
+                             int64_t kdim, T* C, int64_t ldc) {
+  row_pairs(rows, [&](auto R, int64_t r) {
+    const int64_t cols = round_up(i0 + r + R, kLanes<T>);  // keys j ≤ i0 + r + R − 1
+    for (int64_t c0 = 0; c0 < cols; c0 += kLanes<T>)
+      micro_tile<R>(A + (i0 + r) * lda, lda, B + c0, ldb, 0, kdim, C + r * ldc + c0, ldc, false);
+  });
+}
+
+// C[r][·] = Σ_{j ≤ i0+r} A[r][j] · B[j][·] over the dhp padded columns of B: O = P V, dq' = dS K'.
+template <typename T>
+void causal_block_times_rows(int64_t rows, int64_t i0, const T* A, int64_t lda, const T* B, int64_t dhp, T* C) {
+  row_pairs(rows, [&](auto R, int64_t r) {
+    for (int64_t d0 = 0; d0 < dhp; d0 += kLanes<T>)
+      micro_tile<R>(A + r * lda, lda, B + d0, dhp, 0, i0 + r + R, C + r * dhp + d0, dhp, false);
+  });
+}
+
+// Cᵀ[d][j] += Σ_{r: i0+r ≥ j} Xᵀ[d][r] · M[r][j] for j < cols: dk'ᵀ += Q̂ᵀ dS, dvᵀ += dOᵀ P.
+// Rows r with i0 + r < c0 hold zeros in key tile c0 and are skipped.
+template <typename T>
+void accumulate_keys(int64_t rows, int64_t i0, int64_t dh, const T* Xt, const T* M, int64_t ldm, int64_t cols, T* Ct,
+                     int64_t ldc) {
+  row_pairs(dh, [&](auto R, int64_t d) {
+    for (int64_t c0 = 0; c0 < cols; c0 += kLanes<T>)
+      micro_tile<R>(Xt + d * kBlock, kBlock, M + c0, ldm, std::max<int64_t>(0, c0 - i0), rows, Ct + d * ldc + c0, ldc,
+                    true);
+  });
+}
+
+// Per-task copies of one (b, h): rows t of x → dst[t·ld + d] (·factor), or
+// transposed → dst[d·ld + t]. Padding stays zero.
+struct HeadView {
   int64_t B, T, H, dh;
-  int64_t at(int64_t n_bh, int64_t t) const { return ((n_bh / H * T + t) * H + n_bh % H) * dh; }
+  int64_t at(int64_t bh, int64_t t) const { return ((bh / H * T + t) * H + bh % H) * dh; }
+  template <typename T_>
+  void gather_rows(const T_* x, int64_t bh, T_* dst, int64_t ld, T_ factor = T_(1)) const {
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t d = 0; d < dh; ++d) dst[t * ld + d] = factor * x[at(bh, t) + d];
+  }
+  template <typename T_> void gather_cols(const T_* x, int64_t bh, T_* dst, int64_t ld) const {
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t d = 0; d < dh; ++d) dst[d * ld + t] = x[at(bh, t) + d];
+  }
 };
 
+template <typename T> std::vector<T> zeros(int64_t n) { return std::vector<T>(static_cast<size_t>(n), T(0)); }
+
 template <typename T>
-void forward_cpu(const T* q, const T* k, const T* v, T* o, T* lse, const Layout& L) {
+void forward_cpu(const T* q, const T* k, const T* v, T* o, T* lse, const HeadView& L) {
   const T scale = T(1) / std::sqrt(T(L.dh));
-  parallel_for(L.B * L.H * L.T, [&](int64_t n) {
-    const int64_t bh = n / L.T, i = n % L.T;
-    const T* qi = q + L.at(bh, i);
-    std::vector<T> p(i + 1);
-    T m = -std::numeric_limits<T>::infinity();
-    for (int64_t j = 0; j <= i; ++j) {
-      p[j] = dot(qi, k + L.at(bh, j), L.dh) * scale;
-      m = std::max(m, p[j]);
+  const int64_t n = L.T, dh = L.dh, Tp = round_up(n, kLanes<T>), dhp = round_up(dh, kLanes<T>);
+  parallel_for(L.B * L.H, [&](int64_t bh) {
+    std::vector<T> Qh = zeros<T>(n * dh), Kt = zeros<T>(dh * Tp), Vp = zeros<T>(n * dhp);
+    std::vector<T> S = zeros<T>(kBlock * Tp), Ob = zeros<T>(kBlock * dhp);
+    L.gather_rows(q, bh, Qh.data(), dh, scale);
+    L.gather_cols(k, bh, Kt.data(), Tp);
+    L.gather_rows(v, bh, Vp.data(), dhp);
+    for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+      const int64_t rows = std::min(kBlock, n - i0), cols = round_up(i0 + rows, kLanes<T>);
+      causal_rows_times_panel(rows, i0, Qh.data(), dh, Kt.data(), Tp, dh, S.data(), Tp);
+      std::vector<T> row_sum(rows);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t i = i0 + r;
+        T* s = S.data() + r * Tp;
+        T m = -std::numeric_limits<T>::infinity();
+        for (int64_t j = 0; j <= i; ++j) m = std::max(m, s[j]);
+        for (int64_t j = 0; j <= i; ++j) s[j] = std::exp(s[j] - m);
+        T l = 0;
+        for (int64_t j = 0; j <= i; ++j) l += s[j];
+        std::fill(s + i + 1, s + cols, T(0));
+        row_sum[r] = l;
+        lse[bh * n + i] = m + std::log(l);
+      }
+      causal_block_times_rows(rows, i0, S.data(), Tp, Vp.data(), dhp, Ob.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        T* oi = o + L.at(bh, i0 + r);
+        for (int64_t d = 0; d < dh; ++d) oi[d] = Ob[r * dhp + d] / row_sum[r];
+      }
     }
-    T l = 0;
-    for (int64_t j = 0; j <= i; ++j) {
-      p[j] = std::exp(p[j] - m);
-      l += p[j];
-    }
-    T* oi = o + L.at(bh, i);
-    for (int64_t d = 0; d < L.dh; ++d) oi[d] = 0;
-    for (int64_t j = 0; j <= i; ++j) {
-      const T* vj = v + L.at(bh, j);
-      for (int64_t d = 0; d < L.dh; ++d) oi[d] += p[j] * vj[d];
-    }
-    for (int64_t d = 0; d < L.dh; ++d) oi[d] /= l;
-    lse[n] = m + std::log(l);
   });
 }
 
@@ -104,42 +210,60 @@ void forward_cpu(const T* q, const T* k, const T* v, T* o, T* lse, const Layout&
 // adds into dv (when non-null).
 template <typename T>
 void backward_cpu(const T* q, const T* k, const T* v, const T* o, const T* lse, const T* dout, T* D, T* dq_rot,
-                  T* dk_rot, T* dv, const Layout& L) {
+                  T* dk_rot, T* dv, const HeadView& L) {
   const T scale = T(1) / std::sqrt(T(L.dh));
-  const int64_t rows = L.B * L.H * L.T;
-  parallel_for(rows, [&](int64_t n) {  // query rows
-    const int64_t bh = n / L.T, i = n % L.T;
-    const T *qi = q + L.at(bh, i), *doi = dout + L.at(bh, i);
-    const T Di = dot(doi, o + L.at(bh, i), L.dh);
-    D[n] = Di;
-    if (!dq_rot) return;
-    std::vector<T> acc(L.dh, T(0));
-    for (int64_t j = 0; j <= i; ++j) {
-      const T *kj = k + L.at(bh, j), *vj = v + L.at(bh, j);
-      const T p = std::exp(dot(qi, kj, L.dh) * scale - lse[n]);
-      const T ds = p * (dot(doi, vj, L.dh) - Di);
-      for (int64_t d = 0; d < L.dh; ++d) acc[d] += ds * kj[d];
+  const int64_t n = L.T, dh = L.dh, Tp = round_up(n, kLanes<T>), dhp = round_up(dh, kLanes<T>);
+  parallel_for(L.B * L.H, [&](int64_t bh) {
+    T* Dh = D + bh * n;
+    const T* lse_h = lse + bh * n;
+    for (int64_t i = 0; i < n; ++i) {
+      T Di = 0;
+      for (int64_t d = 0; d < dh; ++d) Di += dout[L.at(bh, i) + d] * o[L.at(bh, i) + d];
+      Dh[i] = Di;
     }
-    for (int64_t d = 0; d < L.dh; ++d) dq_rot[L.at(bh, i) + d] = acc[d] * scale;
-  });
-  if (!dk_rot && !dv) return;
-  parallel_for(rows, [&](int64_t n) {  // key rows
-    const int64_t bh = n / L.T, j = n % L.T;
-    const T *kj = k + L.at(bh, j), *vj = v + L.at(bh, j);
-    std::vector<T> dk_acc(L.dh, T(0)), dv_acc(L.dh, T(0));
-    for (int64_t i = j; i < L.T; ++i) {
-      const T *qi = q + L.at(bh, i), *doi = dout + L.at(bh, i);
-      const T p = std::exp(dot(qi, kj, L.dh) * scale - lse[bh * L.T + i]);
-      const T ds = p * (dot(doi, vj, L.dh) - D[bh * L.T + i]);
-      for (int64_t d = 0; d < L.dh; ++d) {
-        dv_acc[d] += p * doi[d];
-        dk_acc[d] += ds * qi[d];
+    if (!dq_rot && !dk_rot && !dv) return;
+    std::vector<T> Qh = zeros<T>(n * dh), Kt = zeros<T>(dh * Tp), Vt = zeros<T>(dh * Tp), dO = zeros<T>(n * dh);
+    std::vector<T> Kp = dq_rot ? zeros<T>(n * dhp) : std::vector<T>(), dQb = dq_rot ? zeros<T>(kBlock * dhp) : std::vector<T>();
+    std::vector<T> dKt = dk_rot ? zeros<T>(dh * Tp) : std::vector<T>(), dVt = dv ? zeros<T>(dh * Tp) : std::vector<T>();
+    std::vector<T> P = zeros<T>(kBlock * Tp), dS = zeros<T>(kBlock * Tp);
+    std::vector<T> Qt = zeros<T>(dh * kBlock), dOt = zeros<T>(dh * kBlock);
+    L.gather_rows(q, bh, Qh.data(), dh, scale);
+    L.gather_cols(k, bh, Kt.data(), Tp);
+    L.gather_cols(v, bh, Vt.data(), Tp);
+    L.gather_rows(dout, bh, dO.data(), dh);
+    if (dq_rot) L.gather_rows(k, bh, Kp.data(), dhp);
+    for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+      const int64_t rows = std::min(kBlock, n - i0), cols = round_up(i0 + rows, kLanes<T>);
+      causal_rows_times_panel(rows, i0, Qh.data(), dh, Kt.data(), Tp, dh, P.data(), Tp);
+      causal_rows_times_panel(rows, i0, dO.data(), dh, Vt.data(), Tp, dh, dS.data(), Tp);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t i = i0 + r;
+        T *p = P.data() + r * Tp, *ds = dS.data() + r * Tp;
+        for (int64_t j = 0; j <= i; ++j) p[j] = std::exp(p[j] - lse_h[i]);
+        for (int64_t j = 0; j <= i; ++j) ds[j] = p[j] * (ds[j] - Dh[i]);
+        std::fill(p + i + 1, p + cols, T(0));
+        std::fill(ds + i + 1, ds + cols, T(0));
       }
+      if (dq_rot) {
+        causal_block_times_rows(rows, i0, dS.data(), Tp, Kp.data(), dhp, dQb.data());
+        for (int64_t r = 0; r < rows; ++r) {
+          T* dqi = dq_rot + L.at(bh, i0 + r);
+          for (int64_t d = 0; d < dh; ++d) dqi[d] = dQb[r * dhp + d] * scale;
+        }
+      }
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t d = 0; d < dh; ++d) {
+          Qt[d * kBlock + r] = Qh[(i0 + r) * dh + d];
+          dOt[d * kBlock + r] = dO[(i0 + r) * dh + d];
+        }
+      if (dk_rot) accumulate_keys(rows, i0, dh, Qt.data(), dS.data(), Tp, cols, dKt.data(), Tp);
+      if (dv) accumulate_keys(rows, i0, dh, dOt.data(), P.data(), Tp, cols, dVt.data(), Tp);
     }
-    for (int64_t d = 0; d < L.dh; ++d) {
-      if (dv) dv[L.at(bh, j) + d] += dv_acc[d];
-      if (dk_rot) dk_rot[L.at(bh, j) + d] = dk_acc[d] * scale;
-    }
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t d = 0; d < dh; ++d) {
+        if (dk_rot) dk_rot[L.at(bh, j) + d] = dKt[d * Tp + j];
+        if (dv) dv[L.at(bh, j) + d] += dVt[d * Tp + j];
+      }
   });
 }
 
@@ -186,7 +310,7 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, doubl
   check_shape(kOp, "k", k, q.shape());
   check_shape(kOp, "v", v, q.shape());
   op_check(rope_base > 0, kOp, "rope_base must be > 0, got " + std::to_string(rope_base));
-  const Layout L{q.size(0), q.size(1), q.size(2), q.size(3)};
+  const HeadView L{q.size(0), q.size(1), q.size(2), q.size(3)};
   Tensor q_rot = rope_apply(q, rope_base, 0, false), k_rot = rope_apply(k, rope_base, 0, false);
   Tensor y = Tensor::empty(q.shape(), q.dtype(), q.device());
   Tensor lse = Tensor::empty({L.B, L.H, L.T}, q.dtype(), q.device());
@@ -211,7 +335,7 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, doubl
            [rope_base](Node& node, const std::vector<Tensor>& gy, std::vector<Tensor>& g) {
              const Tensor &q_rot = node.saved(0), &k_rot = node.saved(1), &v = node.saved(2), &y = node.saved(3),
                           &lse = node.saved(4);
-             const Layout L{q_rot.size(0), q_rot.size(1), q_rot.size(2), q_rot.size(3)};
+             const HeadView L{q_rot.size(0), q_rot.size(1), q_rot.size(2), q_rot.size(3)};
              const Device dev = q_rot.device();
              const DType dt = q_rot.dtype();
              Tensor D = Tensor::empty({L.B, L.H, L.T}, dt, dev);
