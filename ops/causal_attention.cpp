@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "ops/common.h"
+#include "ops/exp_poly.h"
 #include "ops/runner.h"
 #if ECHO_HAVE_CUDA
 #include "cuda/causal_attention.cuh"
@@ -169,6 +170,37 @@ struct HeadView {
   }
 };
 
+// Σ_{j<n} x_j for n a multiple of kLanes<T>, as kLanes partial sums (lane c adds
+// x_c, x_{c+kLanes}, …) then added in lane order: a fixed order that the compiler
+// can vectorise, which a single running sum (each add waiting on the last) is not.
+template <typename T> T lane_sum(const T* x, int64_t n) {
+  constexpr int W = static_cast<int>(kLanes<T>);
+  T part[W] = {};
+  for (int64_t j0 = 0; j0 < n; j0 += W)
+#pragma GCC unroll 16
+    for (int c = 0; c < W; ++c) part[c] += x[j0 + c];
+  T total = 0;
+  for (int c = 0; c < W; ++c) total += part[c];
+  return total;
+}
+
+// x_j ← exp(x_j − shift) for j < n, where x_j − shift ≤ 0 up to rounding (shift is
+// the row max, or L_i ≥ max_j s_ij). Arguments below ExpConst<T>::kLo (−87 f32,
+// −708 f64) are raised to it, so such weights come out as ~1e-38 (f32) or ~1e-308
+// (f64) instead of 0: an absolute change far below the rounding of Σ_j P_ij ≥ 1.
+// Two loops, each of which the compiler vectorises (see exp_poly_in_range); the
+// libm exp is a call per element and cost as much as all the products at dh = 16.
+template <typename T> void clamped_exp(T* x, int64_t n, T shift) {
+  const T lo = ExpConst<T>::kLo;
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    const T a = x[j] - shift;
+    x[j] = a < lo ? lo : a;
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) x[j] = exp_poly_in_range(x[j]);
+}
+
 template <typename T> std::vector<T> zeros(int64_t n) { return std::vector<T>(static_cast<size_t>(n), T(0)); }
 
 template <typename T>
@@ -189,11 +221,11 @@ void forward_cpu(const T* q, const T* k, const T* v, T* o, T* lse, const HeadVie
         const int64_t i = i0 + r;
         T* s = S.data() + r * Tp;
         T m = -std::numeric_limits<T>::infinity();
-        for (int64_t j = 0; j <= i; ++j) m = std::max(m, s[j]);
-        for (int64_t j = 0; j <= i; ++j) s[j] = std::exp(s[j] - m);
-        T l = 0;
-        for (int64_t j = 0; j <= i; ++j) l += s[j];
+#pragma omp simd reduction(max : m)
+        for (int64_t j = 0; j <= i; ++j) m = s[j] > m ? s[j] : m;
+        clamped_exp(s, i + 1, m);
         std::fill(s + i + 1, s + cols, T(0));
+        const T l = lane_sum(s, round_up(i + 1, kLanes<T>));
         row_sum[r] = l;
         lse[bh * n + i] = m + std::log(l);
       }
@@ -239,8 +271,10 @@ void backward_cpu(const T* q, const T* k, const T* v, const T* o, const T* lse, 
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t i = i0 + r;
         T *p = P.data() + r * Tp, *ds = dS.data() + r * Tp;
-        for (int64_t j = 0; j <= i; ++j) p[j] = std::exp(p[j] - lse_h[i]);
-        for (int64_t j = 0; j <= i; ++j) ds[j] = p[j] * (ds[j] - Dh[i]);
+        clamped_exp(p, i + 1, lse_h[i]);
+        const T Di = Dh[i];
+#pragma omp simd
+        for (int64_t j = 0; j <= i; ++j) ds[j] = p[j] * (ds[j] - Di);
         std::fill(p + i + 1, p + cols, T(0));
         std::fill(ds + i + 1, ds + cols, T(0));
       }
