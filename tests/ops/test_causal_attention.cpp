@@ -1,5 +1,6 @@
 #include "ops/causal_attention.h"
 
+#include "autograd/parallel.h"
 #include "ops/runner.h"
 #include "test_util.h"
 
@@ -9,8 +10,9 @@ using namespace echo::testing;
 namespace {
 // Independent naive references (f64): RoPE as x·cos + rotate_half(x)·sin with
 // rotate_half(x) = [−x₂, x₁], then explicit T×T scores, mask, softmax, P·V.
+// sign = −1 rotates by −θ: the transpose of the rotation, which carries gradients back.
 std::vector<double> ref_rope(const std::vector<double>& x, int64_t B, int64_t T, int64_t H, int64_t dh, double base,
-                             int64_t offset) {
+                             int64_t offset, double sign = 1.0) {
   std::vector<double> y(x.size());
   const int64_t half = dh / 2;
   for (int64_t b = 0; b < B; ++b)
@@ -20,7 +22,7 @@ std::vector<double> ref_rope(const std::vector<double>& x, int64_t B, int64_t T,
         double* yr = &y[((b * T + t) * H + h) * dh];
         for (int64_t d = 0; d < dh; ++d) {
           const int64_t j = d % half;
-          const double theta = (t + offset) / std::pow(base, 2.0 * j / dh);
+          const double theta = sign * (t + offset) / std::pow(base, 2.0 * j / dh);
           const double rotated = d < half ? -xr[d + half] : xr[d - half];
           yr[d] = xr[d] * std::cos(theta) + rotated * std::sin(theta);
         }
@@ -54,6 +56,49 @@ std::vector<double> ref_attention(const std::vector<double>& q, const std::vecto
       }
     }
   return y;
+}
+// Naive f64 gradients of Σ dy∘y from the explicit T×T matrices: with P the
+// masked softmax, dv = Pᵀ dy, dP = dy vᵀ, dS = P∘(dP − rowsum(P∘dP)),
+// dq' = dS k'/√dh, dk' = dSᵀ q'/√dh, then dq, dk = rotation by −θ of dq', dk'.
+struct RefGrads {
+  std::vector<double> dq, dk, dv;
+};
+RefGrads ref_attention_grad(const std::vector<double>& q, const std::vector<double>& k, const std::vector<double>& v,
+                            const std::vector<double>& dy, int64_t B, int64_t T, int64_t H, int64_t dh, double base) {
+  auto qr = ref_rope(q, B, T, H, dh, base, 0), kr = ref_rope(k, B, T, H, dh, base, 0);
+  std::vector<double> dqr(q.size(), 0.0), dkr(q.size(), 0.0), dv(q.size(), 0.0);
+  auto idx = [&](int64_t b, int64_t t, int64_t h) { return ((b * T + t) * H + h) * dh; };
+  const double scale = 1.0 / std::sqrt(double(dh));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < T; ++i) {
+        std::vector<double> P(i + 1), dP(i + 1);
+        double mx = -INFINITY, z = 0, D = 0;
+        for (int64_t j = 0; j <= i; ++j) {
+          double s = 0, g = 0;
+          for (int64_t d = 0; d < dh; ++d) {
+            s += qr[idx(b, i, h) + d] * kr[idx(b, j, h) + d];
+            g += dy[idx(b, i, h) + d] * v[idx(b, j, h) + d];
+          }
+          P[j] = s * scale;
+          dP[j] = g;
+          mx = std::max(mx, P[j]);
+        }
+        for (int64_t j = 0; j <= i; ++j) z += std::exp(P[j] - mx);
+        for (int64_t j = 0; j <= i; ++j) {
+          P[j] = std::exp(P[j] - mx) / z;
+          D += P[j] * dP[j];
+        }
+        for (int64_t j = 0; j <= i; ++j) {
+          const double dS = P[j] * (dP[j] - D);
+          for (int64_t d = 0; d < dh; ++d) {
+            dv[idx(b, j, h) + d] += P[j] * dy[idx(b, i, h) + d];
+            dqr[idx(b, i, h) + d] += dS * kr[idx(b, j, h) + d] * scale;
+            dkr[idx(b, j, h) + d] += dS * qr[idx(b, i, h) + d] * scale;
+          }
+        }
+      }
+  return {ref_rope(dqr, B, T, H, dh, base, 0, -1.0), ref_rope(dkr, B, T, H, dh, base, 0, -1.0), dv};
 }
 GradcheckFn attn_fn(double base) {
   return [base](const std::vector<Tensor>& in) {
@@ -103,6 +148,82 @@ TEST(CausalAttention, MatchesNaiveLoopF64AndF32) {
          v = rnd({1, 6, 1, 4}, rng);
   auto ref = ref_attention(q.to_vector(), k.to_vector(), v.to_vector(), 1, 6, 1, 4, 10000.0);
   EXPECT_LT(max_rel_diff(causal_attention(q, k, v).to_vector(), ref), 1e-12);
+}
+
+// The CPU kernel works per (b, h) on blocks of 64 query rows, key tiles of 16
+// (f32) or 8 (f64) columns and row pairs with a single-row tail: lengths below,
+// at and across those edges, odd head counts, head dims below and above a tile.
+// Forward and all three gradients against the naive f64 loops; the gradients
+// are accumulated onto nonzero ones to check that backward adds.
+TEST(CausalAttention, BlockEdgesMatchNaiveForwardAndBackward) {
+  PoisonGuard poison;
+  Rng rng(7);
+  struct Dims { int64_t B, T, H, dh; };
+  for (Dims d : {Dims{1, 1, 1, 2}, Dims{2, 17, 3, 8}, Dims{2, 63, 3, 8}, Dims{1, 64, 2, 16}, Dims{2, 65, 2, 64},
+                 Dims{1, 130, 3, 2}, Dims{1, 130, 1, 64}, Dims{1, 129, 2, 10}}) {
+    const Shape shape{d.B, d.T, d.H, d.dh};
+    Tensor q = rnd(shape, rng, DType::F64, 1.5), k = rnd(shape, rng, DType::F64, 1.5), v = rnd(shape, rng),
+           dy = rnd(shape, rng);
+    const std::string tag = std::to_string(d.B) + "x" + std::to_string(d.T) + "x" + std::to_string(d.H) + "x" +
+                            std::to_string(d.dh);
+    auto ref = ref_attention(q.to_vector(), k.to_vector(), v.to_vector(), d.B, d.T, d.H, d.dh, 10000.0);
+    RefGrads g = ref_attention_grad(q.to_vector(), k.to_vector(), v.to_vector(), dy.to_vector(), d.B, d.T, d.H,
+                                    d.dh, 10000.0);
+    for (DType dt : {DType::F64, DType::F32}) {
+      const double tol = dt == DType::F64 ? 1e-12 : 1e-5;
+      std::vector<Tensor> in = {q.to(dt).detach(), k.to(dt).detach(), v.to(dt).detach()};
+      for (Tensor& t : in) t.set_requires_grad(true);
+      Tensor y = causal_attention(in[0], in[1], in[2]);
+      EXPECT_LT(max_rel_diff(y.to_vector(), ref), dt == DType::F64 ? 1e-13 : 2e-6) << tag;
+      y.backward(dy.to(dt));
+      EXPECT_LT(max_rel_diff(in[0].grad().to_vector(), g.dq), tol) << tag << " dq " << dtype_name(dt);
+      EXPECT_LT(max_rel_diff(in[1].grad().to_vector(), g.dk), tol) << tag << " dk " << dtype_name(dt);
+      EXPECT_LT(max_rel_diff(in[2].grad().to_vector(), g.dv), tol) << tag << " dv " << dtype_name(dt);
+      // A second backward through a fresh graph adds the same gradients again.
+      causal_attention(in[0], in[1], in[2]).backward(dy.to(dt));
+      auto twice = [](const std::vector<double>& x) {
+        std::vector<double> y(x);
+        for (double& e : y) e *= 2;
+        return y;
+      };
+      EXPECT_LT(max_rel_diff(in[0].grad().to_vector(), twice(g.dq)), tol) << tag << " dq added";
+      EXPECT_LT(max_rel_diff(in[1].grad().to_vector(), twice(g.dk)), tol) << tag << " dk added";
+      EXPECT_LT(max_rel_diff(in[2].grad().to_vector(), twice(g.dv)), tol) << tag << " dv added";
+    }
+  }
+}
+
+// Gradcheck across a block edge (65 rows: one full block and a one-row block).
+TEST(CausalAttention, GradcheckAcrossBlocksF64) {
+  Rng rng(8);
+  Tensor q = rnd({1, 65, 1, 2}, rng, DType::F64, 2.0), k = rnd({1, 65, 1, 2}, rng, DType::F64, 2.0),
+         v = rnd({1, 65, 1, 2}, rng);
+  expect_gradcheck(attn_fn(10000.0), {q, k, v}, {true, true, true}, {"q", "k", "v"});
+}
+
+// Each (b, h) belongs to one thread and is summed in a fixed order: outputs and
+// gradients are bit-identical for any thread count.
+TEST(CausalAttention, BitIdenticalAcrossThreadCounts) {
+  const int saved = num_threads();
+  Rng rng(9);
+  for (DType dt : {DType::F32, DType::F64}) {
+    const Shape shape{2, 100, 3, 16};
+    Tensor q = rnd(shape, rng, dt), k = rnd(shape, rng, dt), v = rnd(shape, rng, dt), dy = rnd(shape, rng, dt);
+    std::vector<std::vector<double>> first;
+    for (int threads : {1, 2, 3, 5}) {
+      set_num_threads(threads);
+      std::vector<Tensor> in = {q.detach(), k.detach(), v.detach()};
+      for (Tensor& t : in) t.set_requires_grad(true);
+      Tensor y = causal_attention(in[0], in[1], in[2]);
+      y.backward(dy);
+      std::vector<std::vector<double>> got = {y.to_vector(), in[0].grad().to_vector(), in[1].grad().to_vector(),
+                                              in[2].grad().to_vector()};
+      if (first.empty()) first = got;
+      for (size_t r = 0; r < got.size(); ++r)
+        EXPECT_EQ(got[r], first[r]) << "result " << r << " with " << threads << " threads, " << dtype_name(dt);
+    }
+  }
+  set_num_threads(saved);
 }
 
 TEST(CausalAttention, IsCausal) {
