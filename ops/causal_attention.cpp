@@ -12,9 +12,17 @@
 // stored; the backward recomputes P_ij from q', k', L. With D_i = dO_i·o_i and
 // dS_ij = P_ij (dO_i·v_j − D_i):
 //   dq'_i = scale Σ_{j≤i} dS_ij k'_j,  dk'_j = scale Σ_{i≥j} dS_ij q'_i,  dv_j = Σ_{i≥j} P_ij dO_i,
-// then dq = R(−a) dq', dk = R(−a) dk'. Rows are independent in each pass (the
-// query pass writes dq' and D, the key pass dk' and dv), so both parallelise
-// without atomics; the CUDA kernels use the same two passes.
+// then dq = R(−a) dq', dk = R(−a) dk'.
+//
+// Both backends compute these formulas; they differ in how they split the work.
+// The CUDA kernels (cuda/causal_attention.cu) use the row form: one warp per
+// query row for the forward and a query pass (D, dq'), then one warp per key row
+// for a key pass (dk', dv), each P_ij recomputed in both passes, so every output
+// is written by one thread without atomics. The CPU reference below is blocked
+// per (b, h) instead (see "CPU kernel"): one task per (b, h) runs the forward,
+// or the whole backward in one pass over blocks of query rows, as small matrix
+// products with one exp per pair and pass. It sums in a different order than
+// the GPU, so the two agree to rounding, not bitwise.
 #include "ops/causal_attention.h"
 
 #include <algorithm>
@@ -84,11 +92,15 @@ void rope_cpu(const T* x, T* y, int64_t B, int64_t T_len, int64_t H, int64_t dh,
 // operands are laid out for that: K'ᵀ and Vᵀ as dh × Tp (key j contiguous) for
 // S and dP, k' and v as T × dhp (head dim contiguous, zero-padded to a multiple
 // of kLanes) for P V and dS K', and q̂ᵀ, dOᵀ of the block as dh × kBlock for dk'
-// and dv. Tile columns past the causal limit are computed and then zeroed
-// (P_ij = dS_ij = 0 for j > i), which makes the partial tiles on the diagonal
-// exact and lets the products with P and dS run over whole tiles; k ranges stop
-// where P or dS is known to be zero. Each C element sums its k terms in
-// increasing k, the same for any blocking of the others.
+// and dv (Tp, dhp: T and dh rounded up to a multiple of kLanes). The fixed-length
+// loops of micro_tile are unrolled by pragma: at -O2 GCC would otherwise keep
+// acc in memory, a load and a store per multiply-add. Tile columns past the
+// causal limit are computed and then zeroed (P_ij = dS_ij = 0 for j > i), which
+// makes the partial tiles on the diagonal exact and lets the products with P and
+// dS run over whole tiles; k ranges stop where P or dS is known to be zero. At
+// T ≈ 1000, dh = 16..32 this runs 15-18 GFLOP/s on one core, about 6× the scalar
+// row-at-a-time loops it replaced (echo-lm bench causal_attention). Each C
+// element sums its k terms in increasing k, whatever the thread count.
 template <typename T> constexpr int64_t kLanes = 64 / static_cast<int64_t>(sizeof(T));  // 16 f32, 8 f64
 constexpr int64_t kBlock = 64;  // query rows per block
 
@@ -99,7 +111,7 @@ template <int R, typename T>
 inline void micro_tile(const T* A, int64_t lda, const T* B, int64_t ldb, int64_t k0, int64_t k1, T* C, int64_t ldc,
                        bool accumulate) {
   constexpr int W = static_cast<int>(kLanes<T>);
-  T acc[R][W] = {};  // unrolled below so that it lives in registers, not on the stack
+  T acc[R][W] = {};  // R·W/4 SSE registers (f32) once the loops below are unrolled
   for (int64_t k = k0; k < k1; ++k) {
     const T* bk = B + k * ldb;
 #pragma GCC unroll 2
@@ -255,8 +267,8 @@ void backward_cpu(const T* q, const T* k, const T* v, const T* o, const T* lse, 
     }
     if (!dq_rot && !dk_rot && !dv) return;
     std::vector<T> Qh = zeros<T>(n * dh), Kt = zeros<T>(dh * Tp), Vt = zeros<T>(dh * Tp), dO = zeros<T>(n * dh);
-    std::vector<T> Kp = dq_rot ? zeros<T>(n * dhp) : std::vector<T>(), dQb = dq_rot ? zeros<T>(kBlock * dhp) : std::vector<T>();
-    std::vector<T> dKt = dk_rot ? zeros<T>(dh * Tp) : std::vector<T>(), dVt = dv ? zeros<T>(dh * Tp) : std::vector<T>();
+    std::vector<T> Kp = zeros<T>(dq_rot ? n * dhp : 0), dQb = zeros<T>(dq_rot ? kBlock * dhp : 0);
+    std::vector<T> dKt = zeros<T>(dk_rot ? dh * Tp : 0), dVt = zeros<T>(dv ? dh * Tp : 0);
     std::vector<T> P = zeros<T>(kBlock * Tp), dS = zeros<T>(kBlock * Tp);
     std::vector<T> Qt = zeros<T>(dh * kBlock), dOt = zeros<T>(dh * kBlock);
     L.gather_rows(q, bh, Qh.data(), dh, scale);
