@@ -2,7 +2,7 @@
 # The one script to run on a GPU machine:  bash scripts/gpu_check.sh RESULTS_DIR
 #
 # Runs every CUDA test (GoogleTest filter *Cuda*) and `echo-lm bench` for
-# ssd_scan, koopman_fit (and the small unary bandwidth probe) on cuda and cpu,
+# ssd_scan, koopman_fit, causal_attention (and the small unary bandwidth probe) on cuda and cpu,
 # and writes into RESULTS_DIR:
 #   results.json  pass/fail per test, bench records and timings, the
 #                 nvidia-smi line, the commit, wall times, "ok"
@@ -104,7 +104,7 @@ done
 # ---- benchmarks ----------------------------------------------------------------------------
 : > "$work/bench.tsv"  # bench, device, exit status, seconds
 if [ "$mode" = bundle ] || [ "$build_status" = ok ]; then
-  for b in ssd_scan koopman_fit unary; do
+  for b in ssd_scan koopman_fit unary causal_attention; do
     for dev in cuda cpu; do
       if [ "$(left)" -lt 20 ]; then
         printf '%s\t%s\tnot run (time budget)\t0\n' "$b" "$dev" >> "$work/bench.tsv"
