@@ -58,7 +58,6 @@ nlohmann::json bench_causal_attention(const std::string& device, int64_t b, int6
         run_backward({y}, {dy});
       },
       iters, warmup);
-  const double fwd_ms = fwd[fwd.size() / 2], fwd_bwd_ms = fwd_bwd[fwd_bwd.size() / 2];
 
   const Flops f = count_flops(b, T, H, dh);
   nlohmann::json j;
@@ -68,14 +67,7 @@ nlohmann::json bench_causal_attention(const std::string& device, int64_t b, int6
   j["threads"] = dev == Device::CPU ? num_threads() : 0;
   j["b"] = b, j["T"] = T, j["H"] = H, j["dh"] = dh;
   j["iters"] = iters;
-  j["forward_ms"] = fwd_ms;
-  j["forward_backward_ms"] = fwd_bwd_ms;
-  j["forward_min_ms"] = fwd.front();
-  j["forward_backward_min_ms"] = fwd_bwd.front();
-  j["forward_gflop"] = f.forward / 1e9;
-  j["forward_backward_gflop"] = (f.forward + f.backward) / 1e9;
-  j["forward_gflops"] = f.forward / (fwd_ms * 1e6);
-  j["forward_backward_gflops"] = (f.forward + f.backward) / (fwd_bwd_ms * 1e6);
+  add_timing_fields(j, fwd, fwd_bwd, f.forward, f.backward);
   j["exps"] = 2 * f.pairs;  // forward + backward
   return j;
 }

@@ -92,14 +92,7 @@ nlohmann::json bench_ssd_scan(const std::string& device, int64_t b, int64_t T, i
   j["threads"] = dev == Device::CPU ? num_threads() : 0;
   j["b"] = b, j["T"] = T, j["H"] = H, j["P"] = P, j["N"] = N, j["G"] = G, j["chunk"] = chunk;
   j["iters"] = iters;
-  j["forward_ms"] = fwd_ms;
-  j["forward_backward_ms"] = fwd_bwd_ms;
-  j["forward_min_ms"] = fwd.front();
-  j["forward_backward_min_ms"] = fwd_bwd.front();
-  j["forward_gflop"] = f.forward / 1e9;
-  j["forward_backward_gflop"] = (f.forward + f.backward) / 1e9;
-  j["forward_gflops"] = f.forward / (fwd_ms * 1e6);
-  j["forward_backward_gflops"] = (f.forward + f.backward) / (fwd_bwd_ms * 1e6);
+  add_timing_fields(j, fwd, fwd_bwd, f.forward, f.backward);
   j["forward_bytes"] = fwd_bytes;
   j["forward_backward_bytes"] = fwd_bytes + bwd_bytes;
   j["forward_gb_per_s"] = fwd_bytes / (fwd_ms * 1e6);
