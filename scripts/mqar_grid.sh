@@ -83,6 +83,8 @@ run_cell() {
     log "$id: stale lock, taking it over"
   fi
   echo $BASHPID > "$lock/pid"
+  # Another grid process may have finished the cell while this one waited for a job slot.
+  if [ -f "$result" ]; then log "$id: done elsewhere"; rm -rf "$lock"; return 0; fi
   local t0; t0=$(date +%s)
   # shellcheck disable=SC2086
   local train_cmd="$ECHO_LM train $TRAIN_DEFAULTS ${TRAIN_ARGS[$i]} --threads 1 --quiet --ckpt-every 50 --keep-last 1 --out $dir"
