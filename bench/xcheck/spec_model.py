@@ -1,4 +1,4 @@
-"""The Echo language model of ECHO_SPEC.md §2 in PyTorch, built on spec_ops.py.
+"""The Echo language model of docs/spec.md §2 in PyTorch, built on spec_ops.py.
 
 Parameters are plain float64 leaf tensors keyed by their dotted names (§2.6),
 loaded from an echo-lm checkpoint (/model/<path>, config JSON in the root

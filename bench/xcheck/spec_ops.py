@@ -1,4 +1,4 @@
-"""Naive PyTorch reference of the Echo runner ops (ECHO_SPEC.md §1, §6.2).
+"""Naive PyTorch reference of the Echo runner ops (docs/spec.md §1, §6.2).
 
 Written from the spec alone, as an independent cross-check of the C++ engine:
 plain loops and textbook formulas, no chunked algorithms, gradients by torch
