@@ -17,8 +17,9 @@ namespace echo::emu {
 
 #if defined(__x86_64__)
 // echo_emu_switch_stack(void** save_sp, void* load_sp): pushes the System V
-// callee-saved registers and the x87/SSE control words, stores rsp, loads the
-// other stack and pops the same frame from it. echo_emu_fiber_start is where a
+// callee-saved registers, stores rsp, loads the other stack and pops the same
+// frame from it. The x87/SSE control words are not switched: every fiber of a
+// host thread shares them, and no kernel changes them. echo_emu_fiber_start is where a
 // fresh stack's frame "returns" to: it calls entry(arg) from r12/r13.
 extern "C" void echo_emu_switch_stack(void** save_sp, void* load_sp);
 extern "C" void echo_emu_fiber_start();
@@ -34,14 +35,8 @@ echo_emu_switch_stack:
   pushq %r13
   pushq %r14
   pushq %r15
-  subq $16, %rsp
-  stmxcsr 8(%rsp)
-  fnstcw (%rsp)
   movq %rsp, (%rdi)
   movq %rsi, %rsp
-  fldcw (%rsp)
-  ldmxcsr 8(%rsp)
-  addq $16, %rsp
   popq %r15
   popq %r14
   popq %r13
@@ -65,21 +60,15 @@ echo_emu_fiber_start:
 )");
 
 void fiber_prepare(Fiber& f, void (*entry)(void*), void* arg) {
-  // The frame echo_emu_switch_stack pops, lowest address first: x87 control
-  // word, MXCSR, r15, r14, r13 = arg, r12 = entry, rbx, rbp, return address.
-  // After its `ret` the stack pointer is 16-byte aligned, as a call needs.
+  // The frame echo_emu_switch_stack pops, lowest address first: r15, r14,
+  // r13 = arg, r12 = entry, rbx, rbp, return address. After its `ret` the
+  // stack pointer is 16-byte aligned, as a call needs.
   uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + f.stack_size) & ~uintptr_t(15);
-  uint64_t* frame = reinterpret_cast<uint64_t*>(top - 88);
-  uint32_t mxcsr;
-  uint16_t fpcw;
-  asm volatile("stmxcsr %0" : "=m"(mxcsr));
-  asm volatile("fnstcw %0" : "=m"(fpcw));
-  std::memset(frame, 0, 88);
-  std::memcpy(&frame[0], &fpcw, sizeof fpcw);
-  std::memcpy(&frame[1], &mxcsr, sizeof mxcsr);
-  frame[4] = reinterpret_cast<uint64_t>(arg);    // r13
-  frame[5] = reinterpret_cast<uint64_t>(entry);  // r12
-  frame[8] = reinterpret_cast<uint64_t>(&echo_emu_fiber_start);
+  uint64_t* frame = reinterpret_cast<uint64_t*>(top - 72);
+  frame[0] = frame[1] = frame[4] = frame[5] = 0;
+  frame[2] = reinterpret_cast<uint64_t>(arg);    // r13
+  frame[3] = reinterpret_cast<uint64_t>(entry);  // r12
+  frame[6] = reinterpret_cast<uint64_t>(&echo_emu_fiber_start);
   f.sp = frame;
   f.asan_fake_stack = nullptr;
 }

@@ -103,26 +103,43 @@ Allocations& allocations() {
   static auto* a = new Allocations();
   return *a;
 }
-// The first live allocation whose redzone was written, as a message; "" if none.
-std::string damaged_redzone() {
-  if (kRedzone == 0) return "";
-  auto& a = allocations();
-  std::lock_guard<std::mutex> lock(a.mu);
-  for (auto& [base, e] : a.live) {
-    unsigned char* z = reinterpret_cast<unsigned char*>(base) + e.used;
-    const size_t n = e.capacity - e.used + kRedzone;
-    for (size_t i = 0; i < n; ++i)
-      if (z[i] != kCanary) {
-        std::memset(z, kCanary, n);  // report once
-        return "wrote past the end of a device buffer of " + std::to_string(e.used) + " bytes (byte " +
-               std::to_string(i) + " beyond its end)";
-      }
-  }
+// The redzone of one allocation (and its unused tail), checked and re-armed:
+// a message naming the damage, or "".
+std::string check_redzone(uintptr_t base, Allocations::Extent& e) {
+  unsigned char* z = reinterpret_cast<unsigned char*>(base) + e.used;
+  const size_t n = e.capacity - e.used + kRedzone;
+  for (size_t i = 0; i < n; ++i)
+    if (z[i] != kCanary) {
+      std::memset(z, kCanary, n);  // report once
+      return "wrote past the end of a device buffer of " + std::to_string(e.used) + " bytes (byte " +
+             std::to_string(i) + " beyond its end)";
+    }
   return "";
 }
 
-// The allocation holding [p, p + bytes), or false.
-bool inside_allocation(const void* p, size_t bytes) {
+// After a launch: the redzones of the allocations its pointer arguments point
+// into, and every 64th launch (and at cudaDeviceSynchronize) those of all live
+// allocations, for pointers a kernel received inside a struct.
+thread_local std::vector<uintptr_t> t_argument_allocations;
+std::string damaged_redzone(bool everything) {
+  if (kRedzone == 0) return "";
+  auto& a = allocations();
+  std::lock_guard<std::mutex> lock(a.mu);
+  std::string found;
+  if (everything) {
+    for (auto& [base, e] : a.live)
+      if (found.empty()) found = check_redzone(base, e);
+  } else {
+    for (uintptr_t base : t_argument_allocations) {
+      auto it = a.live.find(base);
+      if (it != a.live.end() && found.empty()) found = check_redzone(base, it->second);
+    }
+  }
+  return found;
+}
+
+// The allocation holding [p, p + bytes), or false; its base into *base.
+bool inside_allocation(const void* p, size_t bytes, uintptr_t* base = nullptr) {
   auto& a = allocations();
   std::lock_guard<std::mutex> lock(a.mu);
   const uintptr_t x = reinterpret_cast<uintptr_t>(p);
@@ -130,6 +147,7 @@ bool inside_allocation(const void* p, size_t bytes) {
   if (it == a.live.begin()) return false;
   --it;
   const size_t size = it->second.used;
+  if (base) *base = it->first;
   return x >= it->first && x - it->first <= size && bytes <= size - (x - it->first);
 }
 
@@ -233,6 +251,7 @@ struct Worker {
   size_t stacks_reserved = 0;
   ThreadState* current = nullptr;
   BlockState* block = nullptr;
+  std::vector<int> order;  // the schedule of the block being run
 
   ~Worker() {
     if (stacks) munmap(stacks, stacks_reserved);
@@ -455,7 +474,8 @@ std::string run_block(Worker& w, const LaunchConfig& c, ThreadEntry entry, void*
     fiber_prepare(t.fiber, &thread_main, &t);
   }
   const Schedule schedule = static_cast<Schedule>(g_schedule.load());
-  std::vector<int> order(n);
+  std::vector<int>& order = w.order;
+  order.resize(n);
   for (int i = 0; i < n; ++i) order[i] = schedule == Schedule::Reversed ? n - 1 - i : i;
   uint64_t round = 0;
   int finished = 0;
@@ -471,7 +491,9 @@ std::string run_block(Worker& w, const LaunchConfig& c, ThreadEntry entry, void*
       if (t.state != State::Ready) continue;
       ran = true;
       w.current = &t;
+      t_current_thread = &t;
       fiber_switch(w.scheduler, t.fiber);
+      t_current_thread = nullptr;
       w.current = nullptr;
       if (t.state == State::Done) ++finished;
       if (!b.fault.empty()) break;
@@ -605,7 +627,10 @@ ThreadState& running_thread(const char* what) {
 }  // namespace
 
 // ---- kernel-side primitives ------------------------------------------------------------------
-Thread& current_thread() { return running_thread("threadIdx/blockIdx/blockDim/gridDim"); }
+thread_local Thread* t_current_thread = nullptr;
+void no_current_thread() {
+  throw std::runtime_error("emulated CUDA device: threadIdx/blockIdx/blockDim/gridDim used outside a kernel");
+}
 
 int block_barrier(int predicate, BarrierReduce reduce) {
   ThreadState& t = running_thread("__syncthreads");
@@ -711,12 +736,21 @@ void* dynamic_shared() {
 
 // ---- launches --------------------------------------------------------------------------------
 void check_pointer_argument(const LaunchConfig& c, int index, const void* p) {
-  if (!p || inside_allocation(p, 0)) return;
+  uintptr_t base = 0;
+  if (!p) return;
+  if (inside_allocation(p, 0, &base)) {
+    t_argument_allocations.push_back(base);
+    return;
+  }
+  t_argument_allocations.clear();
   throw std::runtime_error(kernel_label(c) + ": argument " + std::to_string(index + 1) +
                            " is a pointer outside every device allocation (a host pointer, or freed memory)");
 }
 
 void run_grid(const LaunchConfig& c, ThreadEntry entry, void* closure) {
+  struct ClearArguments {
+    ~ClearArguments() { t_argument_allocations.clear(); }
+  } clear_arguments;
   if (t_worker && t_worker->current)
     fault_here(std::string("kernel ") + c.kernel + " launched from inside a kernel (dynamic parallelism is not emulated)");
   const std::string label = kernel_label(c);
@@ -769,7 +803,8 @@ void run_grid(const LaunchConfig& c, ThreadEntry entry, void* closure) {
   else pool().run(job);
   if (job.error) std::rethrow_exception(job.error);
   if (!job.fault.empty()) throw std::runtime_error("CUDA kernel fault (emulated device): " + job.fault);
-  const std::string overrun = damaged_redzone();
+  static std::atomic<uint64_t> launches{0};
+  const std::string overrun = damaged_redzone(++launches % 64 == 0);
   if (!overrun.empty()) throw std::runtime_error("CUDA kernel fault (emulated device): " + label + ": " + overrun);
 }
 
@@ -912,7 +947,11 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
   }
   return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() {
+  const std::string overrun = echo::emu::damaged_redzone(true);
+  if (!overrun.empty()) return fail(cudaErrorLaunchFailure, "a kernel " + overrun);
+  return cudaSuccess;
+}
 cudaError_t cudaDeviceReset() { return cudaSuccess; }
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   const size_t total = static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGESIZE));

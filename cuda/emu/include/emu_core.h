@@ -53,8 +53,15 @@ struct Thread {
 };
 
 // The calling fiber's thread. Valid only inside a kernel; outside one, using
-// threadIdx & co. is an error that names the problem.
-Thread& current_thread();
+// threadIdx & co. is an error that names the problem. Inline: kernels read it
+// at every threadIdx/blockIdx/blockDim/gridDim.
+extern thread_local Thread* t_current_thread;
+[[noreturn]] void no_current_thread();
+inline Thread& current_thread() {
+  Thread* t = t_current_thread;
+  if (__builtin_expect(t == nullptr, 0)) no_current_thread();
+  return *t;
+}
 
 enum class BarrierReduce { None, Or, And, Count };
 // __syncthreads and its reducing forms: returns the reduction of `predicate`
