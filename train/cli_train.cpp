@@ -203,7 +203,9 @@ void add_train_commands(CLI::App& app) {
   });
 
   auto e = std::make_shared<EvalArgs>();
-  CLI::App* ev = app.add_subcommand("eval", "Accuracy of a checkpoint on held-out task examples, overall and per "
+  CLI::App* ev = app.add_subcommand("eval", "With --data: validation loss, perplexity and bits per byte (vocab 256) "
+                                            "or per token on token files. With --task: accuracy of a checkpoint on "
+                                            "held-out task examples, overall and per "
                                             "query slot, with the chance levels beside it.");
   ev->add_option("--checkpoint", e->checkpoint, "checkpoint CK.h5")->required();
   ev->add_option("--task", e->tasks, "task SPEC (repeatable)");
