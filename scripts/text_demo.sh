@@ -53,10 +53,13 @@ result=$("$ECHO" eval --checkpoint "$RUN_DIR/latest.h5" --data "$DATA/val.bin" -
 echo "$result"
 model_bpb=$(echo "$result" | sed -n 's/.*"val_bpb":\([0-9.]*\).*/\1/p')
 unigram_bpb=$(echo "$baseline" | sed -n 's/unigram baseline: \([0-9.]*\) bits.*/\1/p')
-echo "validation bits per byte: model $model_bpb, unigram baseline $unigram_bpb"
-
 echo "== sample (temperature 0.8, top-k 40) from the prompt: $PROMPT"
 printf '%s' "$PROMPT"
 "$ECHO" generate --checkpoint "$RUN_DIR/latest.h5" --prompt "$PROMPT" --max-new-tokens 300 \
   --temperature 0.8 --top-k 40 --seed 1
 echo "== done: checkpoint $RUN_DIR/latest.h5, metrics $RUN_DIR/metrics.jsonl"
+awk -v m="$model_bpb" -v u="$unigram_bpb" 'BEGIN {
+  printf "validation bits per byte: model %.4f, unigram (byte-frequency) baseline %.4f: %s by %.4f\n",
+         m, u, (m < u ? "below the baseline" : "NOT below the baseline"), (u > m ? u - m : m - u) }'
+
+awk -v m="$model_bpb" -v u="$unigram_bpb" 'BEGIN { exit !(m < u) }'
