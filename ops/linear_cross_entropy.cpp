@@ -11,10 +11,9 @@
 // G_cᵀ X_c into dW. Peak extra memory: one [c, V] buffer plus dx and dW, instead
 // of [rows, V] logits plus their gradient. The row losses are summed in row order,
 // so the loss does not depend on the chunk size; dW's accumulation order does (to
-// rounding).
+// rounding). The products go through cpu_gemm (ops/matmul.h), whose partition
+// depends on the shapes alone, so the results are the same for any thread count.
 #include "ops/linear_cross_entropy.h"
-
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
@@ -25,21 +24,6 @@
 #include "ops/matmul.h"
 
 namespace echo {
-namespace {
-
-// Row-major C[m,n] = alpha·op(A)·op(B) + beta·C.
-void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-          const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k,
-              alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
-}
-void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda,
-          const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k,
-              alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
-}
-
-}  // namespace
 
 int64_t linear_cross_entropy_chunk_rows(int64_t vocab) {
   return std::max<int64_t>(1, (int64_t(1) << 23) / std::max<int64_t>(1, vocab));
@@ -95,7 +79,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
     const T inv = static_cast<T>(inv_scored);
     for (int64_t r0 = 0; r0 < rows; r0 += C) {
       const int64_t c = std::min(C, rows - r0);
-      gemm(false, true, c, V, d, T(1), xp + r0 * d, d, wp, d, T(0), z.data(), V);  // Z_c = X_c Wᵀ
+      cpu_gemm(false, true, c, V, d, T(1), xp + r0 * d, d, wp, d, T(0), z.data(), V);  // Z_c = X_c Wᵀ
       parallel_for(c, [&](int64_t i) {
         T* zr = z.data() + i * V;
         const int64_t t = tv[r0 + i];
@@ -113,8 +97,8 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
         for (int64_t j = 0; j < V; ++j) zr[j] = inv * std::exp(zr[j] - lse);  // G_c in place
         zr[t] -= inv;
       });
-      if (need_dx) gemm(false, false, c, d, V, T(1), z.data(), V, wp, d, T(0), dx.data<T>() + r0 * d, d);
-      if (need_dw) gemm(true, false, V, d, c, T(1), z.data(), V, xp + r0 * d, d, T(1), dw.data<T>(), d);
+      if (need_dx) cpu_gemm(false, false, c, d, V, T(1), z.data(), V, wp, d, T(0), dx.data<T>() + r0 * d, d);
+      if (need_dw) cpu_gemm(true, false, V, d, c, T(1), z.data(), V, xp + r0 * d, d, T(1), dw.data<T>(), d);
     }
     T total = 0;
     for (int64_t r = 0; r < rows; ++r) total += row_loss[r];
