@@ -1,12 +1,15 @@
 #include "data/token_file.h"
 
 #include <fcntl.h>
+#include <glob.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <algorithm>
 #include <stdexcept>
 
 namespace echo {
@@ -119,6 +122,129 @@ void write_token_file(const std::string& path, const std::vector<int32_t>& token
     ::unlink(tmp.c_str());
     throw;
   }
+}
+
+TokenWidth default_raw_width(int64_t vocab_size) { return vocab_size <= 65536 ? TokenWidth::U16 : TokenWidth::U32; }
+
+namespace {
+inline uint64_t load_le(const uint8_t* p, size_t w) {
+  return w == 2 ? (uint64_t(p[0]) | uint64_t(p[1]) << 8)
+                : (uint64_t(p[0]) | uint64_t(p[1]) << 8 | uint64_t(p[2]) << 16 | uint64_t(p[3]) << 24);
+}
+inline int32_t load_i32(const uint8_t* p) { return static_cast<int32_t>(load_le(p, 4)); }
+}  // namespace
+
+std::unique_ptr<MappedTokenFile> MappedTokenFile::open(const std::string& path, TokenWidth raw_width,
+                                                       int64_t vocab_size) {
+  if (vocab_size < 1 || vocab_size > INT32_MAX)
+    throw std::runtime_error(path + ": vocab_size must be in [1, 2^31-1], got " + std::to_string(vocab_size));
+  std::unique_ptr<MappedTokenFile> f(new MappedTokenFile());
+  f->path_ = path;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    throw std::runtime_error(path + ": " + (errno == ENOENT ? std::string("no such file") : errno_text()));
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw std::runtime_error(path + ": not a regular file");
+  }
+  const size_t bytes = static_cast<size_t>(st.st_size);
+  if (bytes == 0) {
+    ::close(fd);
+    throw std::runtime_error(path + ": empty file (no tokens)");
+  }
+  void* m = ::mmap(nullptr, bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);  // the mapping keeps the file open
+  if (m == MAP_FAILED) throw std::runtime_error(path + ": mmap failed: " + errno_text());
+  f->map_ = static_cast<const uint8_t*>(m);
+  f->map_bytes_ = bytes;
+  ::madvise(m, bytes, MADV_RANDOM);  // windows at random positions: no read-ahead of whole files
+
+  const int32_t magic = bytes >= 4 ? load_i32(f->map_) : 0;
+  if (magic == kShardMagicU16 || magic == kShardMagicU32) {
+    const bool u16 = magic == kShardMagicU16;
+    const int32_t want_version = u16 ? kShardVersionU16 : kShardVersionU32;
+    if (bytes < kShardHeaderBytes)
+      throw std::runtime_error(path + ": llm.c shard header (magic " + std::to_string(magic) + ") is truncated: " +
+                               std::to_string(bytes) + " bytes, the header alone is " +
+                               std::to_string(kShardHeaderBytes));
+    const int32_t version = load_i32(f->map_ + 4), count = load_i32(f->map_ + 8);
+    if (version != want_version)
+      throw std::runtime_error(path + ": bad llm.c shard header: magic " + std::to_string(magic) + " needs version " +
+                               std::to_string(want_version) + ", got " + std::to_string(version));
+    if (count < 0) throw std::runtime_error(path + ": bad llm.c shard header: token count " + std::to_string(count));
+    f->width_ = u16 ? TokenWidth::U16 : TokenWidth::U32;
+    const size_t w = static_cast<size_t>(f->width_);
+    const size_t expect = kShardHeaderBytes + static_cast<size_t>(count) * w;
+    if (bytes != expect)
+      throw std::runtime_error(path + ": llm.c shard " + (bytes < expect ? "is truncated" : "has trailing bytes") +
+                               ": the header says " + std::to_string(count) + " " + token_width_name(f->width_) +
+                               " tokens (" + std::to_string(expect) + " bytes with the header), the file has " +
+                               std::to_string(bytes) + " bytes");
+    if (count == 0) throw std::runtime_error(path + ": llm.c shard holds no tokens");
+    f->shard_ = true;
+    f->tokens_ = f->map_ + kShardHeaderBytes;
+    f->count_ = count;
+  } else {
+    f->width_ = raw_width;
+    const size_t w = static_cast<size_t>(raw_width);
+    if (bytes % w != 0)
+      throw std::runtime_error(path + ": size " + std::to_string(bytes) + " bytes is not a multiple of " +
+                               std::to_string(w) + " (raw " + width_label(raw_width) +
+                               "); wrong width (--data-width) or a truncated file?");
+    f->tokens_ = f->map_;
+    f->count_ = static_cast<int64_t>(bytes / w);
+  }
+  // One pass over every id: a bad file fails here, not in the middle of training.
+  const size_t w = static_cast<size_t>(f->width_);
+  for (int64_t i = 0; i < f->count_; ++i) {
+    const uint64_t id = load_le(f->tokens_ + static_cast<size_t>(i) * w, w);
+    if (id >= static_cast<uint64_t>(vocab_size))
+      throw std::runtime_error(path + ": token " + std::to_string(id) + " at index " + std::to_string(i) +
+                               " is out of range for vocab_size " + std::to_string(vocab_size));
+  }
+  return f;
+}
+
+MappedTokenFile::~MappedTokenFile() {
+  if (map_) ::munmap(const_cast<uint8_t*>(map_), map_bytes_);
+}
+
+std::string MappedTokenFile::describe() const {
+  return path_ + ": " + (shard_ ? "llm.c shard" : "raw") + ", " + std::to_string(count_) + " " +
+         token_width_name(width_) + " tokens";
+}
+
+int32_t MappedTokenFile::at(int64_t i) const {
+  if (i < 0 || i >= count_)
+    throw std::runtime_error(path_ + ": token index " + std::to_string(i) + " outside [0, " +
+                             std::to_string(count_) + ")");
+  return static_cast<int32_t>(load_le(tokens_ + static_cast<size_t>(i) * static_cast<size_t>(width_),
+                                      static_cast<size_t>(width_)));
+}
+
+void MappedTokenFile::read(int64_t begin, int64_t n, int32_t* out) const {
+  if (begin < 0 || n < 0 || begin + n > count_)
+    throw std::runtime_error(path_ + ": tokens [" + std::to_string(begin) + ", " + std::to_string(begin + n) +
+                             ") outside [0, " + std::to_string(count_) + ")");
+  const size_t w = static_cast<size_t>(width_);
+  const uint8_t* p = tokens_ + static_cast<size_t>(begin) * w;
+  for (int64_t k = 0; k < n; ++k) out[k] = static_cast<int32_t>(load_le(p + static_cast<size_t>(k) * w, w));
+}
+
+std::vector<std::string> expand_token_glob(const std::string& pattern, const std::string& flag) {
+  if (pattern.empty()) throw std::runtime_error(flag + ": empty path");
+  if (pattern.find_first_of("*?[") == std::string::npos) return {pattern};
+  glob_t g{};
+  const int rc = ::glob(pattern.c_str(), 0, nullptr, &g);
+  std::vector<std::string> out;
+  if (rc == 0)
+    for (size_t i = 0; i < g.gl_pathc; ++i) out.emplace_back(g.gl_pathv[i]);
+  ::globfree(&g);
+  if (rc == GLOB_NOMATCH || out.empty()) throw std::runtime_error(flag + " " + pattern + ": no file matches");
+  if (rc != 0) throw std::runtime_error(flag + " " + pattern + ": glob failed");
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 std::vector<int32_t> tokenize_bytes(const std::string& bytes) {

@@ -9,6 +9,7 @@
 #include "models/init.h"
 #include "ops/binary.h"
 #include "ops/cross_entropy.h"
+#include "ops/linear_cross_entropy.h"
 #include "ops/embedding.h"
 #include "ops/matmul.h"
 #include "ops/rmsnorm.h"
@@ -128,7 +129,11 @@ namespace {
 bool is_integer(DType t) { return t == DType::I32 || t == DType::I64; }
 }  // namespace
 
-Tensor LanguageModel::forward(const Tensor& tokens_in, const Tensor& mask_in) {
+Tensor LanguageModel::forward(const Tensor& tokens, const Tensor& mask) {
+  return linear(hidden(tokens, mask), embedding_);  // tied output projection: logits = x Eᵀ
+}
+
+Tensor LanguageModel::hidden(const Tensor& tokens_in, const Tensor& mask_in) {
   if (!tokens_in.defined() || tokens_in.ndim() != 2 || !is_integer(tokens_in.dtype()))
     throw std::runtime_error("model.forward: tokens must be an integer tensor [b,T], got " + tokens_in.describe());
   if (mask_in.defined() && mask_in.shape() != tokens_in.shape())
@@ -142,15 +147,15 @@ Tensor LanguageModel::forward(const Tensor& tokens_in, const Tensor& mask_in) {
     x = add(x, blk.mixer->forward(rmsnorm(x, blk.norm1, eps), mask));
     if (blk.mlp) x = add(x, blk.mlp->forward(rmsnorm(x, blk.norm2, eps)));
   }
-  x = rmsnorm(x, norm_f_, eps);
-  return linear(x, embedding_);  // tied output projection: logits = x Eᵀ
+  return rmsnorm(x, norm_f_, eps);
 }
 
 Tensor LanguageModel::loss(const Tensor& tokens, const Tensor& targets, const Tensor& mask) {
   if (!targets.defined() || targets.shape() != tokens.shape() || !is_integer(targets.dtype()))
     throw std::runtime_error("model.loss: targets must be an integer tensor of shape " +
                              shape_str(tokens.shape()) + ", got " + targets.describe());
-  return cross_entropy(forward(tokens, mask), targets.to(device_));
+  // The LM head and the loss in row chunks: the [b·T, V] logits are never whole.
+  return linear_cross_entropy(hidden(tokens, mask), embedding_, targets.to(device_));
 }
 
 DecodeState LanguageModel::make_decode_state(int64_t batch) const {

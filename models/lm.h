@@ -61,7 +61,10 @@ class LanguageModel {
 
   // tokens [b,T] (i32/i64, any device), mask [b,T] or undefined -> logits [b,T,V].
   Tensor forward(const Tensor& tokens, const Tensor& mask = Tensor());
-  // Mean next-token cross-entropy (targets −100 ignored), spec §1.7.
+  // The residual stream after the final norm, [b,T,d]: forward() = hidden() · Eᵀ.
+  Tensor hidden(const Tensor& tokens, const Tensor& mask = Tensor());
+  // Mean next-token cross-entropy (targets −100 ignored), spec §1.7, computed by
+  // linear_cross_entropy (the LM head and the loss in row chunks).
   Tensor loss(const Tensor& tokens, const Tensor& targets, const Tensor& mask = Tensor());
 
   // Recurrent decoding: a fresh state for `batch` sequences, then one token per

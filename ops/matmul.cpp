@@ -426,4 +426,13 @@ std::vector<RunnerOp> runner_ops_matmul() {
   return {matmul_op, linear_op, bmm_op};
 }
 
+void cpu_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+              const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  gemm_cpu("cpu_gemm", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+void cpu_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+              const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+  gemm_cpu("cpu_gemm", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 }  // namespace echo

@@ -13,6 +13,15 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 // (a is stored [B,k,m] when trans_a, b is stored [B,n,k] when trans_b).
 Tensor bmm(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 
+// Row-major C[M,N] = alpha·op(A)·op(B) + beta·C on the CPU through the same
+// fixed, shape-only partition as matmul (ops/matmul.cpp): bit-identical for any
+// thread count. For ops that drive the products themselves; call it from the
+// calling thread, never from inside parallel_for.
+void cpu_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+              const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+void cpu_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
+              int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc);
+
 // ---- mixed precision (spec §0) ------------------------------------------------
 // Under BF16, the f32 products of matmul, linear and bmm round both operands to
 // bf16 (round to nearest even) and accumulate in fp32: cublasGemmEx with bf16

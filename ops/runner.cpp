@@ -16,6 +16,7 @@ std::vector<RunnerOp> runner_ops_rmsnorm();
 std::vector<RunnerOp> runner_ops_l2norm();
 std::vector<RunnerOp> runner_ops_embedding();
 std::vector<RunnerOp> runner_ops_cross_entropy();
+std::vector<RunnerOp> runner_ops_linear_cross_entropy();
 std::vector<RunnerOp> runner_ops_matmul();
 std::vector<RunnerOp> runner_ops_unary();
 std::vector<RunnerOp> runner_ops_binary();
@@ -37,8 +38,8 @@ const std::vector<RunnerOp>& runner_ops() {
         // RUNNER-OPS (one line per op; keep this marker)
     };
     for (auto group : {runner_ops_rmsnorm, runner_ops_l2norm, runner_ops_embedding, runner_ops_cross_entropy,
-                       runner_ops_matmul, runner_ops_unary, runner_ops_binary, runner_ops_reduce, runner_ops_shape,
-                       runner_ops_koopman_rotate})
+                       runner_ops_linear_cross_entropy, runner_ops_matmul, runner_ops_unary, runner_ops_binary,
+                       runner_ops_reduce, runner_ops_shape, runner_ops_koopman_rotate})
       for (RunnerOp& op : group()) all.push_back(std::move(op));
     return all;
   }();

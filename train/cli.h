@@ -10,6 +10,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 
@@ -25,6 +26,11 @@ void add_experiment_commands(CLI::App& app);  // experiment   (cli_experiment.cp
 void add_data_commands(CLI::App& app);   // data tokenize, data check (cli_data.cpp)
 
 // ---- shared flag helpers ----------------------------------------------------------
+
+// --set KEY=VALUE on a model config JSON: "a.b.c=value", the value parsed as JSON
+// when it is JSON (numbers, true, "x"), else taken as a string. The key must
+// exist (cli_train.cpp).
+void apply_override(nlohmann::json& config, const std::string& text);
 
 inline Device parse_device(const std::string& s) {
   if (s == "cpu") return Device::CPU;

@@ -1,7 +1,11 @@
 // `echo-lm data`: token files (data/token_file.h).
 //   data tokenize --bytes FILE --out OUT.bin   byte-level uint16 tokens (vocab 256)
 //   data check FILE --vocab V [--width u16|u32] reads a token file and reports it
+//   data unigram --train A --eval B [--vocab V]  the bits of a unigram baseline
+#include <algorithm>
+#include <cmath>
 #include <fstream>
+#include <iomanip>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -15,6 +19,10 @@ namespace {
 
 struct TokenizeArgs {
   std::string bytes, out;
+};
+struct UnigramArgs {
+  std::string train, eval, width = "auto";
+  int64_t vocab = kByteVocab;
 };
 struct CheckArgs {
   std::string file, width = "u16";
@@ -45,6 +53,39 @@ void add_data_commands(CLI::App& app) {
     std::vector<int32_t> tokens = tokenize_bytes(read_bytes(ta->bytes));
     write_token_file(ta->out, tokens, TokenWidth::U16);
     std::cout << "wrote " << tokens.size() << " uint16 tokens (vocab " << kByteVocab << ") to " << ta->out << "\n";
+  });
+
+  auto ua = std::make_shared<UnigramArgs>();
+  CLI::App* uni = data->add_subcommand(
+      "unigram", "Baseline: bits per token (per byte for vocab 256) on --eval of a unigram model fitted on --train: "
+                 "p(id) = (count(id) + 1) / (N + V), add-one smoothed so that unseen ids cost finite bits.");
+  uni->add_option("--train", ua->train, "token file the frequencies are counted on")->required();
+  uni->add_option("--eval", ua->eval, "token file scored (default: --train itself)");
+  uni->add_option("--vocab", ua->vocab, "vocabulary size V")->capture_default_str();
+  uni->add_option("--width", ua->width, "bytes per id of raw files: auto (u16 if V <= 65536), u16, u32")
+      ->capture_default_str();
+  uni->callback([ua] {
+    const TokenWidth w = ua->width == "auto" ? default_raw_width(ua->vocab) : parse_token_width(ua->width);
+    auto train = MappedTokenFile::open(ua->train, w, ua->vocab);
+    std::vector<double> count(static_cast<size_t>(ua->vocab), 0.0);
+    std::vector<int32_t> buf(1 << 16);
+    for (int64_t i = 0; i < train->size(); i += static_cast<int64_t>(buf.size())) {
+      const int64_t n = std::min<int64_t>(static_cast<int64_t>(buf.size()), train->size() - i);
+      train->read(i, n, buf.data());
+      for (int64_t k = 0; k < n; ++k) count[static_cast<size_t>(buf[k])] += 1;
+    }
+    auto eval = MappedTokenFile::open(ua->eval.empty() ? ua->train : ua->eval, w, ua->vocab);
+    const double denom = static_cast<double>(train->size() + ua->vocab);
+    double bits = 0;
+    for (int64_t i = 0; i < eval->size(); i += static_cast<int64_t>(buf.size())) {
+      const int64_t n = std::min<int64_t>(static_cast<int64_t>(buf.size()), eval->size() - i);
+      eval->read(i, n, buf.data());
+      for (int64_t k = 0; k < n; ++k) bits -= std::log2((count[static_cast<size_t>(buf[k])] + 1) / denom);
+    }
+    bits /= static_cast<double>(eval->size());
+    std::cout << "unigram baseline: " << std::fixed << std::setprecision(4) << bits
+              << (ua->vocab == kByteVocab ? " bits per byte" : " bits per token") << " on " << eval->size()
+              << " tokens (fitted on " << train->size() << ")\n";
   });
 
   auto ca = std::make_shared<CheckArgs>();

@@ -6,6 +6,8 @@
 #include <sstream>
 
 #include "data/tasks.h"
+#include "data/token_file.h"
+#include "data/tokenizer.h"
 #include "models/config.h"
 #include "models/lm.h"
 #include "train/checkpoint.h"
@@ -42,7 +44,7 @@ std::vector<int64_t> parse_token_list(const std::string& text) {
       out.push_back(std::stoll(item, &pos));
       if (pos != item.size()) throw std::invalid_argument("");
     } catch (...) {
-      throw std::runtime_error("--prompt: '" + item + "' is not a token id (expected e.g. 3,17,42)");
+      throw std::runtime_error("--prompt-ids: '" + item + "' is not a token id (expected e.g. 3,17,42)");
     }
   }
   return out;
@@ -54,13 +56,14 @@ struct InitArgs {
 };
 struct InfoArgs {
   std::string model, config, checkpoint;
+  std::vector<std::string> sets;
   bool json = false;
 };
 struct ForwardArgs {
   std::string checkpoint, tokens, out, device = "cpu", dtype = "f32";
 };
 struct GenerateArgs {
-  std::string checkpoint, prompt, task, device = "cpu";
+  std::string checkpoint, prompt, prompt_ids, task, tokenizer, device = "cpu";
   GenerateOptions options;
   int64_t prompt_random = 0;
   bool stats = false, json = false;
@@ -87,6 +90,8 @@ void add_model_commands(CLI::App& app) {
   info->add_option("--model", fa->model, "preset name (" + preset_list() + ")");
   info->add_option("--config", fa->config, "model config JSON file");
   info->add_option("--checkpoint", fa->checkpoint, "or a checkpoint");
+  info->add_option("--set", fa->sets,
+                   "override a config key of --model/--config, e.g. --set vocab_size=256 for a byte-level model");
   info->add_flag("--json", fa->json, "print JSON instead of a table");
   info->callback([fa] {
     std::unique_ptr<LanguageModel> model;
@@ -95,10 +100,15 @@ void add_model_commands(CLI::App& app) {
         throw std::runtime_error("give one of --model, --config or --checkpoint");
       model = load_model(fa->checkpoint);
     } else {
-      model = make_model(model_from_flags(fa->model, fa->config), 1);
+      nlohmann::json j = model_from_flags(fa->model, fa->config).to_json();
+      for (const auto& set : fa->sets) apply_override(j, set);
+      model = make_model(parse_config(j), 1);
     }
     if (fa->json) std::cout << parameter_report(*model).dump(2) << "\n";
-    else std::cout << parameter_report_text(*model);
+    else
+      std::cout << "vocab_size " << model->config().vocab_size << ", d_model " << model->config().d_model
+                << ", layers " << model->config().layer_pattern << "\n"
+                << parameter_report_text(*model);
   });
 
   auto wa = std::make_shared<ForwardArgs>();
@@ -123,16 +133,23 @@ void add_model_commands(CLI::App& app) {
   auto ga = std::make_shared<GenerateArgs>();
   CLI::App* gen = app.add_subcommand(
       "generate", "Decode one token at a time from the recurrent state (spec §4): constant memory for M and S "
-                  "layers; attention layers keep a growing KV cache.");
+                  "layers; attention layers keep a growing KV cache. With --prompt/--prompt-ids the continuation "
+                  "is streamed to stdout as decoded text (bytes for vocab 256, --tokenizer pieces otherwise, else "
+                  "ids) and the speed goes to stderr.");
   gen->add_option("--checkpoint", ga->checkpoint, "checkpoint CK.h5")->required();
-  gen->add_option("--prompt", ga->prompt, "prompt token ids, comma separated (e.g. 3,17,42)");
+  gen->add_option("--prompt", ga->prompt, "prompt text (byte-level models, vocab 256: one token per byte)");
+  gen->add_option("--prompt-ids", ga->prompt_ids, "or prompt token ids, comma separated (e.g. 3,17,42)");
+  gen->add_option("--tokenizer", ga->tokenizer,
+                  "llm.c tokenizer file (magic 20240328) to decode ids of a non-byte vocabulary");
   gen->add_option("--task", ga->task, "or take the prompt from a task example (its tokens up to the first scored position)");
   gen->add_option("--prompt-random", ga->prompt_random,
                   "or a prompt of N uniformly random token ids (seeded by --seed), e.g. to check that the state "
                   "size does not grow with N; the prompt is then not printed");
-  gen->add_option("--max-new", ga->options.max_new_tokens, "tokens to generate")->capture_default_str();
+  gen->add_option("--max-new-tokens,--max-new", ga->options.max_new_tokens, "tokens to generate")->capture_default_str();
   gen->add_option("--temperature", ga->options.temperature, "0 = greedy")->capture_default_str();
   gen->add_option("--top-k", ga->options.top_k, "sample among the k most likely (0 = all)")->capture_default_str();
+  gen->add_option("--top-p", ga->options.top_p, "nucleus sampling: keep the most likely tokens up to this mass (1 = all)")
+      ->capture_default_str();
   gen->add_option("--seed", ga->options.seed, "sampling / task seed")->capture_default_str();
   gen->add_flag("--stats", ga->stats, "print the recurrent state's bytes per layer and in total, and tokens/s");
   gen->add_flag("--json", ga->json, "print one JSON object");
@@ -142,10 +159,24 @@ void add_model_commands(CLI::App& app) {
     model->to(parse_device(ga->device));
     std::vector<int64_t> prompt;
     int64_t expected = -1;
-    if (int(!ga->prompt.empty()) + int(!ga->task.empty()) + int(ga->prompt_random != 0) > 1)
-      throw std::runtime_error("give one of --prompt, --task or --prompt-random");
+    const int64_t V = model->config().vocab_size;
+    if (int(!ga->prompt.empty()) + int(!ga->prompt_ids.empty()) + int(!ga->task.empty()) +
+            int(ga->prompt_random != 0) > 1)
+      throw std::runtime_error("give one of --prompt, --prompt-ids, --task or --prompt-random");
+    std::unique_ptr<TokenizerTable> table;
+    if (!ga->tokenizer.empty()) {
+      table = std::make_unique<TokenizerTable>(TokenizerTable::load(ga->tokenizer));
+      if (table->size() < V)
+        throw std::runtime_error("--tokenizer " + ga->tokenizer + ": " + std::to_string(table->size()) +
+                                 " entries, fewer than the model's vocab_size " + std::to_string(V));
+    }
     if (!ga->prompt.empty()) {
-      prompt = parse_token_list(ga->prompt);
+      if (V != kByteVocab)
+        throw std::runtime_error("--prompt TEXT needs a byte-level model (vocab_size 256), this one has " +
+                                 std::to_string(V) + ": give the prompt's ids with --prompt-ids");
+      for (int32_t b : tokenize_bytes(ga->prompt)) prompt.push_back(b);
+    } else if (!ga->prompt_ids.empty()) {
+      prompt = parse_token_list(ga->prompt_ids);
     } else if (ga->prompt_random != 0) {
       if (ga->prompt_random < 0) throw std::runtime_error("--prompt-random: N must be >= 1");
       Rng rng(ga->options.seed);
@@ -158,9 +189,26 @@ void add_model_commands(CLI::App& app) {
       for (int64_t t = 0; t <= scored.at(0); ++t) prompt.push_back(e.tokens[t]);
       expected = e.targets[scored[0]];
     } else {
-      throw std::runtime_error("one of --prompt, --task or --prompt-random is required");
+      throw std::runtime_error("one of --prompt, --prompt-ids, --task or --prompt-random is required");
+    }
+    const bool stream = !ga->json && (!ga->prompt.empty() || !ga->prompt_ids.empty());
+    if (stream) {
+      // The continuation, decoded and flushed token by token.
+      ga->options.on_token = [&, V](int64_t id) {
+        if (table) std::cout << table->piece(id);
+        else if (V == kByteVocab) std::cout.put(static_cast<char>(id));
+        else std::cout << " " << id;
+        std::cout.flush();
+      };
     }
     GenerateResult r = generate(*model, prompt, ga->options);
+    if (stream) {
+      std::cout << "\n";
+      std::cerr << std::fixed << std::setprecision(1) << "generate: " << r.tokens.size() - r.prompt_length
+                << " tokens at " << r.new_tokens_per_s << " tokens/s (prompt of " << r.prompt_length << " at "
+                << r.prompt_tokens_per_s << " tokens/s), recurrent state " << r.state_bytes << " bytes\n";
+      return;
+    }
     std::vector<int64_t> generated(r.tokens.begin() + r.prompt_length, r.tokens.end());
     if (ga->json) {
       nlohmann::json j = {{"prompt_length", prompt.size()}, {"generated", generated}, {"state_bytes", r.state_bytes},

@@ -1,4 +1,5 @@
 // `echo-lm train` and `echo-lm eval` (spec §6.3).
+#include <climits>
 #include <cstdlib>
 #include <fstream>
 #include <iomanip>
@@ -14,6 +15,25 @@
 namespace echo::cli {
 
 namespace {
+
+struct TrainArgs {
+  std::string model, config;
+  std::vector<std::string> sets;
+  TrainOptions options;
+  std::vector<std::string> tasks;
+  bool deterministic = false;
+};
+
+struct EvalArgs {
+  std::string checkpoint, device = "cpu", data, data_width = "auto";
+  int64_t seq_len = 0, windows = 0, batch = 16;
+  std::vector<std::string> tasks;
+  int64_t examples = 512;
+  uint64_t seed = 12345;
+  bool json = false;
+};
+
+}  // namespace
 
 // "a.b.c=value": value parsed as JSON when it is JSON (numbers, true, "x"),
 // else taken as a string.
@@ -45,35 +65,30 @@ void apply_override(nlohmann::json& config, const std::string& text) {
   }
 }
 
-struct TrainArgs {
-  std::string model, config;
-  std::vector<std::string> sets;
-  TrainOptions options;
-  std::vector<std::string> tasks;
-  bool deterministic = false;
-};
-
-struct EvalArgs {
-  std::string checkpoint, device = "cpu";
-  std::vector<std::string> tasks;
-  int64_t examples = 512;
-  uint64_t seed = 12345;
-  bool json = false;
-};
-
-}  // namespace
-
 void add_train_commands(CLI::App& app) {
   auto a = std::make_shared<TrainArgs>();
   TrainOptions& o = a->options;
   CLI::App* t = app.add_subcommand(
-      "train", "Train a model on synthetic tasks (spec §6.3). The run directory gets config.json, metrics.jsonl, "
+      "train", "Train a model on synthetic tasks (--task) or on token files (--data). The run directory gets config.json, metrics.jsonl, "
                "ckpt_<step>.h5 and latest.h5; --resume continues from latest.h5 bit-identically (CPU).");
   t->add_option("--model", a->model, "preset name");
   t->add_option("--config", a->config,
                 "model config JSON (spec §3), or a train config {\"model\": {...} or \"preset\", \"train\": {...}}");
   t->add_option("--set", a->sets, "override a model config key, e.g. --set ska.power_steps=1 (repeatable)");
   t->add_option("--task", a->tasks, "task SPEC name:key=value,... (repeatable: a mixture)");
+  t->add_option("--data", o.data,
+                "train next-token prediction on token files: FILE or GLOB of raw uint16/uint32 ids or llm.c shards "
+                "(docs/language_modelling.md); not with --task");
+  t->add_option("--val-data", o.val_data, "validation token files (FILE or GLOB); default: the held-out tail of --data");
+  t->add_option("--val-fraction", o.val_fraction,
+                "without --val-data: the last fraction of the --data tokens, held out for validation (0 = none)")
+      ->capture_default_str();
+  t->add_option("--seq-len", o.seq_len, "tokens per training / validation window (with --data)")->capture_default_str();
+  t->add_option("--data-width", o.data_width,
+                "width of raw (headerless) token files: auto (uint16 when vocab_size <= 65536, else uint32), u16, u32; "
+                "llm.c shards carry theirs")
+      ->check(CLI::IsMember({"auto", "u16", "u32"}))
+      ->capture_default_str();
   t->add_option("--steps", o.steps, "optimizer steps (the schedule's length)")->capture_default_str();
   t->add_option("--stop-after", o.stop_after, "stop after this step with a checkpoint (resume later)");
   t->add_option("--batch", o.batch, "sequences per micro-batch")->capture_default_str();
@@ -125,7 +140,8 @@ void add_train_commands(CLI::App& app) {
       ECHO_FLAG("--precision", precision)
       ECHO_FLAG("--threads", threads) ECHO_FLAG("--log-every", log_every) ECHO_FLAG("--eval-every", eval_every)
       ECHO_FLAG("--eval-examples", eval_examples) ECHO_FLAG("--ckpt-every", ckpt_every)
-      ECHO_FLAG("--keep-last", keep_last)
+      ECHO_FLAG("--keep-last", keep_last) ECHO_FLAG("--data", data) ECHO_FLAG("--val-data", val_data)
+      ECHO_FLAG("--val-fraction", val_fraction) ECHO_FLAG("--seq-len", seq_len) ECHO_FLAG("--data-width", data_width)
 #undef ECHO_FLAG
     };
     if (resume && a->model.empty() && a->config.empty()) {
@@ -164,6 +180,9 @@ void add_train_commands(CLI::App& app) {
       for (const auto& s : a->sets) apply_override(model_json, s);
       o.model = parse_config(model_json);
     }
+    if (!a->tasks.empty() && !o.data.empty())
+      throw std::runtime_error("--data and --task cannot be mixed: a run trains either on token files or on synthetic "
+                               "tasks");
     if (!a->tasks.empty()) o.tasks = a->tasks;
     // cuBLAS reads the variable when its handle is created (first CUDA product,
     // inside train()); a value the user set wins.
@@ -172,24 +191,65 @@ void add_train_commands(CLI::App& app) {
     std::cout << "done: step " << s.final_step << ", final loss " << std::fixed << std::setprecision(4)
               << s.final_loss << ", " << std::setprecision(1) << s.seconds << " s"
               << (s.interrupted ? " (interrupted; resume with --resume)" : "") << "\n";
+    if (s.final_eval.contains("val_loss")) {
+      for (auto it = s.final_eval.begin(); it != s.final_eval.end(); ++it)
+        if (it.key() != "val_tokens" && it.key() != "val_windows")
+          std::cout << "final " << it.key() << ": " << std::setprecision(4) << it.value().get<double>() << "\n";
+      return;
+    }
     for (auto it = s.final_eval.begin(); it != s.final_eval.end(); ++it)
       std::cout << "final accuracy " << it.key() << ": " << std::setprecision(4) << it.value()["accuracy"].get<double>()
                 << "\n";
   });
 
   auto e = std::make_shared<EvalArgs>();
-  CLI::App* ev = app.add_subcommand("eval", "Accuracy of a checkpoint on held-out task examples, overall and per "
+  CLI::App* ev = app.add_subcommand("eval", "With --data: validation loss, perplexity and bits per byte (vocab 256) "
+                                            "or per token on token files. With --task: accuracy of a checkpoint on "
+                                            "held-out task examples, overall and per "
                                             "query slot, with the chance levels beside it.");
   ev->add_option("--checkpoint", e->checkpoint, "checkpoint CK.h5")->required();
-  ev->add_option("--task", e->tasks, "task SPEC (repeatable)")->required();
+  ev->add_option("--task", e->tasks, "task SPEC (repeatable)");
+  ev->add_option("--data", e->data, "or: validation loss on every window of these token files (FILE or GLOB)");
+  ev->add_option("--seq-len", e->seq_len, "with --data: window length (default: the run's seq_len, else 256)");
+  ev->add_option("--windows", e->windows, "with --data: at most this many windows, evenly spread (0 = all)")
+      ->capture_default_str();
+  ev->add_option("--batch", e->batch, "with --data: windows per forward")->capture_default_str();
+  ev->add_option("--data-width", e->data_width, "with --data: width of raw token files (auto, u16, u32)")
+      ->check(CLI::IsMember({"auto", "u16", "u32"}))
+      ->capture_default_str();
   ev->add_option("--examples", e->examples, "examples per task")->capture_default_str();
   ev->add_option("--seed", e->seed, "seed of the examples (use one not used in training)")->capture_default_str();
   ev->add_flag("--json", e->json, "one JSON object per task");
   add_device_flag(*ev, e->device);
   ev->callback([e] {
     if (e->examples < 1) throw std::runtime_error("--examples must be ≥ 1");
+    if (e->tasks.empty() == e->data.empty()) throw std::runtime_error("eval: give --task SPEC or --data FILE (one of them)");
     auto model = load_model(e->checkpoint);
     model->to(parse_device(e->device));
+    if (!e->data.empty()) {
+      int64_t seq_len = e->seq_len;
+      if (seq_len == 0) {
+        CheckpointContents h = read_checkpoint_header(e->checkpoint);
+        seq_len = h.train_config && h.train_config->contains("seq_len") ? (*h.train_config)["seq_len"].get<int64_t>()
+                                                                         : 256;
+      }
+      if (e->windows < 0 || e->batch < 1) throw std::runtime_error("eval: --windows must be >= 0 and --batch >= 1");
+      TextData data(TextDataOptions{"", e->data, 0.0, seq_len, model->config().vocab_size, e->data_width,
+                                    e->windows > 0 ? e->windows : INT64_MAX});
+      TextEvalResult r = evaluate_text(*model, data, e->batch);
+      if (e->json) {
+        nlohmann::json j = r.to_json();
+        j["data"] = e->data;
+        j["seq_len"] = seq_len;
+        std::cout << j.dump() << "\n";
+      } else {
+        std::cout << e->data << ": val_loss " << std::fixed << std::setprecision(4) << r.loss << ", perplexity "
+                  << std::setprecision(3) << r.perplexity() << ", " << std::setprecision(4) << r.bits()
+                  << (r.byte_level ? " bits per byte" : " bits per token") << " over " << r.tokens << " tokens ("
+                  << r.windows << " windows of " << seq_len << ")\n";
+      }
+      return;
+    }
     for (size_t i = 0; i < e->tasks.size(); ++i) {
       auto task = make_task(e->tasks[i]);
       if (task->vocab_size() > model->config().vocab_size)

@@ -1,6 +1,7 @@
 #include "train/evaluate.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "autograd/tape.h"
 
@@ -52,6 +53,35 @@ EvalResult evaluate(LanguageModel& model, const Task& task, int64_t examples, ui
   }
   r.accuracy = r.scored ? double(right) / r.scored : 0.0;
   for (size_t s = 0; s < slot_total.size(); ++s) r.per_slot.push_back(double(slot_right[s]) / slot_total[s]);
+  return r;
+}
+
+double TextEvalResult::perplexity() const { return std::exp(loss); }
+double TextEvalResult::bits() const { return loss / std::log(2.0); }
+
+nlohmann::json TextEvalResult::to_json() const {
+  nlohmann::json j = {{"val_loss", loss}, {"val_perplexity", perplexity()}, {"val_tokens", tokens},
+                      {"val_windows", windows}};
+  j[byte_level ? "val_bpb" : "val_bits_per_token"] = bits();
+  return j;
+}
+
+TextEvalResult evaluate_text(LanguageModel& model, const TextData& data, int64_t batch) {
+  if (!data.has_validation()) throw std::runtime_error("evaluate: the data has no validation windows");
+  NoGrad no_grad;
+  TextEvalResult r;
+  r.byte_level = model.config().vocab_size == kByteVocab;
+  const int64_t n = data.val_windows(), T = data.seq_len();
+  double total = 0;  // Σ per-token losses: the batch mean times its token count
+  for (int64_t first = 0; first < n; first += batch) {
+    const int64_t count = std::min(batch, n - first);
+    Batch b = data.val_batch(first, count);
+    Tensor loss = model.loss(b.tokens, b.targets);
+    total += loss.item() * static_cast<double>(count * T);
+    r.tokens += count * T;
+  }
+  r.windows = n;
+  r.loss = total / static_cast<double>(r.tokens);
   return r;
 }
 

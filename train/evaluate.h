@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/tasks.h"
+#include "data/text_data.h"
 #include "models/lm.h"
 
 namespace echo {
@@ -27,5 +28,21 @@ struct EvalResult {
 // Examples come from Rng(seed): pass a seed never used for training batches.
 EvalResult evaluate(LanguageModel& model, const Task& task, int64_t examples, uint64_t seed,
                     int64_t batch = 32);
+
+// Validation loss on text (spec §6.4): the mean next-token cross-entropy over
+// every position of the fixed validation windows (in nats), its perplexity
+// exp(loss), and bits: loss / ln 2 per token, which for a byte-level vocabulary
+// (vocab_size = 256, one token per byte) is bits per byte.
+struct TextEvalResult {
+  double loss = 0;
+  int64_t tokens = 0, windows = 0;
+  bool byte_level = false;
+  double perplexity() const;
+  double bits() const;  // per byte when byte_level, else per token
+  // {"val_loss", "val_perplexity", "val_bpb" | "val_bits_per_token", "val_tokens", "val_windows"}
+  nlohmann::json to_json() const;
+};
+
+TextEvalResult evaluate_text(LanguageModel& model, const TextData& data, int64_t batch = 16);
 
 }  // namespace echo

@@ -79,7 +79,7 @@ std::vector<std::string> run_forward_files(const std::string& checkpoint, const 
   return written;
 }
 
-int64_t sample_token(const std::vector<double>& logits, double temperature, int64_t top_k, Rng& rng) {
+int64_t sample_token(const std::vector<double>& logits, double temperature, int64_t top_k, Rng& rng, double top_p) {
   const int64_t V = static_cast<int64_t>(logits.size());
   if (temperature <= 0) return std::max_element(logits.begin(), logits.end()) - logits.begin();
   std::vector<int64_t> idx(V);
@@ -88,16 +88,28 @@ int64_t sample_token(const std::vector<double>& logits, double temperature, int6
   const int64_t k = top_k > 0 ? std::min(top_k, V) : V;
   std::vector<double> p(k);
   for (int64_t i = 0; i < k; ++i) p[i] = std::exp((logits[idx[i]] - logits[idx[0]]) / temperature);
-  double total = std::accumulate(p.begin(), p.end(), 0.0), u = rng.uniform() * total;
-  for (int64_t i = 0; i < k; ++i) {
+  double total = std::accumulate(p.begin(), p.end(), 0.0);
+  if (top_p < 1.0) {
+    // Keep the first m (most likely) with Σ_{i<m} p_i ≥ top_p · total; at least one.
+    double mass = 0;
+    int64_t m = 0;
+    while (m < k && (m == 0 || mass < top_p * total)) mass += p[m++];
+    p.resize(m);
+    total = mass;
+  }
+  const int64_t kept = static_cast<int64_t>(p.size());
+  double u = rng.uniform() * total;
+  for (int64_t i = 0; i < kept; ++i) {
     if (u < p[i]) return idx[i];
     u -= p[i];
   }
-  return idx[k - 1];
+  return idx[kept - 1];
 }
 
 GenerateResult generate(LanguageModel& model, const std::vector<int64_t>& prompt, const GenerateOptions& o) {
   if (prompt.empty()) throw std::runtime_error("generate: the prompt is empty");
+  if (!(o.top_p > 0 && o.top_p <= 1)) throw std::runtime_error("generate: --top-p must be in (0, 1]");
+  if (o.temperature < 0) throw std::runtime_error("generate: --temperature must be >= 0");
   for (int64_t id : prompt)
     if (id < 0 || id >= model.config().vocab_size)
       throw std::runtime_error("generate: prompt token " + std::to_string(id) + " is outside [0, vocab_size=" +
@@ -120,8 +132,9 @@ GenerateResult generate(LanguageModel& model, const std::vector<int64_t>& prompt
   logits = feed(prompt.back());
   auto t1 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < o.max_new_tokens; ++i) {
-    int64_t next = sample_token(logits, o.temperature, o.top_k, rng);
+    int64_t next = sample_token(logits, o.temperature, o.top_k, rng, o.top_p);
     r.tokens.push_back(next);
+    if (o.on_token) o.on_token(next);
     if (i + 1 < o.max_new_tokens) logits = feed(next);
   }
   auto t2 = std::chrono::steady_clock::now();

@@ -2,6 +2,7 @@
 // behind `echo-lm generate` (spec §4).
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,7 +28,10 @@ struct GenerateOptions {
   int64_t max_new_tokens = 16;
   double temperature = 0;  // 0 = greedy
   int64_t top_k = 0;       // 0 = all
+  double top_p = 1.0;      // nucleus: the smallest most-likely set whose probability reaches top_p (1 = all)
   uint64_t seed = 1;
+  // Called with each new token as soon as it is sampled (streaming output).
+  std::function<void(int64_t)> on_token;
 };
 
 struct GenerateResult {
@@ -43,7 +47,10 @@ struct GenerateResult {
 GenerateResult generate(LanguageModel& model, const std::vector<int64_t>& prompt, const GenerateOptions& options);
 
 // Samples one token from logits [V] (host doubles): greedy at temperature 0,
-// else softmax(logits / T) restricted to the top_k largest.
-int64_t sample_token(const std::vector<double>& logits, double temperature, int64_t top_k, Rng& rng);
+// else softmax(logits / T) restricted to the top_k largest, then to the
+// smallest prefix of them (most likely first) whose probability mass reaches
+// top_p, renormalised. One uniform draw per call.
+int64_t sample_token(const std::vector<double>& logits, double temperature, int64_t top_k, Rng& rng,
+                     double top_p = 1.0);
 
 }  // namespace echo

@@ -13,6 +13,7 @@
 #include "autograd/parallel.h"
 #include "autograd/tape.h"
 #include "data/tasks.h"
+#include "data/text_data.h"
 #include "models/lm.h"
 #include "models/params.h"
 #include "ops/binary.h"
@@ -65,12 +66,21 @@ void truncate_metrics(const fs::path& path, int64_t step) {
 }  // namespace
 
 nlohmann::json TrainOptions::to_json() const {
-  return {{"tasks", tasks}, {"steps", steps}, {"batch", batch}, {"grad_accum", grad_accum}, {"lr", lr},
+  nlohmann::json j = {{"tasks", tasks}, {"steps", steps}, {"batch", batch}, {"grad_accum", grad_accum}, {"lr", lr},
           {"min_lr_ratio", min_lr_ratio}, {"warmup", warmup}, {"weight_decay", weight_decay},
           {"beta1", beta1}, {"beta2", beta2}, {"clip", clip}, {"spike_factor", spike_factor},
           {"max_bad_steps", max_bad_steps}, {"seed", seed}, {"device", device}, {"precision", precision},
           {"log_every", log_every}, {"eval_every", eval_every}, {"eval_examples", eval_examples}, {"ckpt_every", ckpt_every},
           {"keep_last", keep_last}};
+  if (!data.empty()) {
+    j["tasks"] = nlohmann::json::array();
+    j["data"] = data;
+    j["val_data"] = val_data;
+    j["val_fraction"] = val_fraction;
+    j["seq_len"] = seq_len;
+    j["data_width"] = data_width;
+  }
+  return j;
 }
 
 void apply_train_json(const nlohmann::json& j, TrainOptions& o) {
@@ -86,7 +96,12 @@ void apply_train_json(const nlohmann::json& j, TrainOptions& o) {
     if (k == "tasks") {
       if (!it.value().is_array()) throw std::runtime_error("train config: train.tasks: expected a list of task specs");
       o.tasks = it.value().get<std::vector<std::string>>();
-    } else if (k == "device") {
+    } else if (k == "data" || k == "val_data" || k == "data_width") {
+      if (!it.value().is_string()) throw std::runtime_error("train config: train." + k + ": expected a string");
+      (k == "data" ? o.data : k == "val_data" ? o.val_data : o.data_width) = it.value().get<std::string>();
+    } else if (k == "val_fraction") num(o.val_fraction);
+    else if (k == "seq_len") num(o.seq_len);
+    else if (k == "device") {
       if (!it.value().is_string()) throw std::runtime_error("train config: train.device: expected \"cpu\" or \"cuda\"");
       o.device = it.value().get<std::string>();
     } else if (k == "precision") {
@@ -125,7 +140,13 @@ static void validate(const TrainOptions& o) {
   need(o.warmup >= 0, "warmup must be ≥ 0");
   need(o.clip >= 0, "clip must be ≥ 0");
   need(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, "beta1 and beta2 must be in [0, 1)");
-  need(!o.tasks.empty(), "at least one --task is required");
+  need(!o.tasks.empty() || !o.data.empty(), "at least one --task (or --data) is required");
+  if (!o.data.empty()) {
+    need(o.seq_len >= 1, "--seq-len must be >= 1");
+    need(o.val_fraction >= 0 && o.val_fraction < 1, "--val-fraction must be in [0, 1)");
+    need(o.data_width == "auto" || o.data_width == "u16" || o.data_width == "u32",
+         "--data-width must be auto, u16 or u32, got '" + o.data_width + "'");
+  }
   need(o.device == "cpu" || o.device == "cuda", "device must be cpu or cuda, got '" + o.device + "'");
   need(o.precision == "f32" || o.precision == "bf16", "precision must be f32 or bf16, got '" + o.precision + "'");
   need(o.keep_last >= 1, "keep_last must be ≥ 1");
@@ -138,7 +159,9 @@ TrainSummary train(const TrainOptions& opt_in) {
   // Everything that can be checked is checked before training starts.
   std::vector<std::unique_ptr<Task>> tasks;
   std::vector<const Task*> task_ptrs;
+  const bool text_mode = !o.data.empty();
   for (const auto& spec : o.tasks) {
+    if (text_mode) break;
     tasks.push_back(make_task(spec));
     task_ptrs.push_back(tasks.back().get());
   }
@@ -164,6 +187,13 @@ TrainSummary train(const TrainOptions& opt_in) {
     if (tasks[i]->vocab_size() > o.model.vocab_size)
       throw std::runtime_error("train: task " + o.tasks[i] + " uses " + std::to_string(tasks[i]->vocab_size()) +
                                " tokens but the model's vocab_size is " + std::to_string(o.model.vocab_size));
+  // Text data: every file is mapped and checked against the model's vocabulary here.
+  std::unique_ptr<TextData> text;
+  if (text_mode) {
+    text = std::make_unique<TextData>(TextDataOptions{o.data, o.val_data, o.val_fraction, o.seq_len,
+                                                      o.model.vocab_size, o.data_width, o.eval_examples});
+    if (!o.quiet) std::cout << text->describe() << "\n";
+  }
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw std::runtime_error("train: cannot create " + dir.string() + ": " + ec.message());
@@ -210,7 +240,24 @@ TrainSummary train(const TrainOptions& opt_in) {
     for (size_t i = 0; i + o.keep_last < found.size(); ++i) fs::remove(found[i].second, ec);
   };
 
+  std::string last_val;  // the latest validation figure, repeated in the progress line
   auto run_eval = [&](int64_t step) {
+    if (text) {
+      if (!text->has_validation()) return nlohmann::json::object();
+      TextEvalResult r = evaluate_text(*model, *text, std::min<int64_t>(o.batch, 16));
+      nlohmann::json j = r.to_json();
+      std::ostringstream line;
+      line << std::fixed << std::setprecision(4) << "val_loss " << r.loss << "  ppl " << std::setprecision(2)
+           << r.perplexity() << "  " << (r.byte_level ? "val_bpb " : "val_bits/token ") << std::setprecision(4)
+           << r.bits();
+      last_val = line.str();
+      if (!o.quiet) std::cout << "eval step " << step << ": " << last_val << " (" << r.tokens << " tokens)\n";
+      nlohmann::json rec = {{"step", step}, {"eval", true}};
+      rec.update(j);
+      metrics << rec.dump() << "\n";
+      metrics.flush();
+      return j;
+    }
     nlohmann::json acc = nlohmann::json::object(), detail = nlohmann::json::object();
     for (size_t i = 0; i < tasks.size(); ++i) {
       EvalResult r = evaluate(*model, *tasks[i], o.eval_examples, eval_seed(o.seed) + i, std::min<int64_t>(o.batch, 64));
@@ -246,8 +293,9 @@ TrainSummary train(const TrainOptions& opt_in) {
     double loss_sum = 0;
     bool finite = true;
     for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
-      Batch b = make_batch(task_ptrs, o.batch, data_rng);
-      Tensor loss = model->loss(b.tokens.to(device), b.targets.to(device), b.mask.to(device));
+      Batch b = text ? text->train_batch(o.batch, data_rng) : make_batch(task_ptrs, o.batch, data_rng);
+      Tensor loss = model->loss(b.tokens.to(device), b.targets.to(device),
+                                b.mask.defined() ? b.mask.to(device) : Tensor());
       Tensor scaled = o.grad_accum > 1 ? scale(loss, 1.0 / o.grad_accum) : loss;
       scaled.backward();
       double l = loss.item();
@@ -294,7 +342,7 @@ TrainSummary train(const TrainOptions& opt_in) {
         std::cout << "step " << step << "/" << o.steps << "  loss " << std::fixed << std::setprecision(4) << loss_sum
                   << "  gnorm " << std::setprecision(3) << gnorm << "  lr " << std::scientific << std::setprecision(2)
                   << lr << std::defaultfloat << "  " << std::fixed << std::setprecision(0) << tps << " tok/s  ETA "
-                  << format_duration(eta) << (skip ? "  [skipped: " + rec["skipped"].get<std::string>() + "]" : "")
+                  << format_duration(eta) << (last_val.empty() ? "" : "  " + last_val) << (skip ? "  [skipped: " + rec["skipped"].get<std::string>() + "]" : "")
                   << std::endl;
       t_last = now;
       tokens_since_log = 0;

@@ -17,6 +17,12 @@ namespace echo {
 struct TrainOptions {
   ModelConfig model;
   std::vector<std::string> tasks{"mqar:M=4,gap=64"};
+  // Text (spec §6.4): when `data` is set the run trains next-token prediction on
+  // token files (data/text_data.h) and `tasks` is unused.
+  std::string data, val_data;
+  double val_fraction = 0.01;
+  int64_t seq_len = 256;
+  std::string data_width = "auto";  // raw files: "auto" (uint16 if vocab ≤ 65536), "u16", "u32"
   int64_t steps = 1000;
   int64_t stop_after = 0;   // stop (with a checkpoint) after this step; 0 = run to `steps`
   int64_t batch = 32;
@@ -35,7 +41,7 @@ struct TrainOptions {
   int threads = 0;              // CPU threads; 0 = all
   int64_t log_every = 10;
   int64_t eval_every = 0;       // 0 = only at the end
-  int64_t eval_examples = 256;
+  int64_t eval_examples = 256;  // per task; for text: the number of fixed validation windows
   int64_t ckpt_every = 0;       // 0 = only at the end
   int64_t keep_last = 3;
   std::string out;

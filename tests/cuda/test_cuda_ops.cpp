@@ -20,7 +20,8 @@ namespace {
 // Koopman fit accumulate over sequences and solve small linear systems in f32.
 double tolerance(const std::string& op) {
   if (op == "koopman_fit") return 2e-3;
-  if (op == "ssd_scan" || op == "causal_attention" || op == "cross_entropy") return 5e-4;
+  if (op == "ssd_scan" || op == "causal_attention" || op == "cross_entropy" || op == "linear_cross_entropy")
+    return 5e-4;
   return 2e-5 * 8;
 }
 
@@ -124,7 +125,7 @@ INSTANTIATE_TEST_SUITE_P(EveryRunnerOp, CudaOps, ::testing::ValuesIn(all_op_name
 // The table holds every op the models call.
 TEST(CudaOps, TheRunnerTableHoldsEveryOpTheModelsUse) {
   for (const char* name : {"causal_conv1d", "gated_rmsnorm", "ssd_scan", "koopman_fit", "causal_attention", "rmsnorm",
-                           "l2norm", "embedding", "cross_entropy", "matmul", "linear", "bmm", "sigmoid", "silu",
+                           "l2norm", "embedding", "cross_entropy", "linear_cross_entropy", "matmul", "linear", "bmm", "sigmoid", "silu",
                            "softplus", "exp", "relu", "tanh", "add", "sub", "mul", "div", "scale", "add_scalar", "sum",
                            "mean", "sum_last", "transpose", "slice", "concat", "koopman_rotate"})
     EXPECT_NE(find_runner_op(name), nullptr) << name;

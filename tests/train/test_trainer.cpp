@@ -269,12 +269,12 @@ TEST(TrainCli, InitInfoEvalAndGenerate) {
   EXPECT_EQ(j["examples"], 16);
   EXPECT_EQ(j["scored"], 64);
   EXPECT_EQ(j["per_slot"].size(), 4u);
-  r = run_echo({"generate", "--checkpoint", d.file("ck.h5"), "--prompt", "1,2,3", "--max-new", "5", "--json"}, d);
+  r = run_echo({"generate", "--checkpoint", d.file("ck.h5"), "--prompt-ids", "1,2,3", "--max-new", "5", "--json"}, d);
   ASSERT_EQ(r.status, 0) << r.err;
   j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["generated"].size(), 5u);
   EXPECT_GT(j["state_bytes"].get<int64_t>(), 0);
-  r = run_echo({"generate", "--checkpoint", d.file("ck.h5"), "--prompt", "1,2,999"}, d);
+  r = run_echo({"generate", "--checkpoint", d.file("ck.h5"), "--prompt-ids", "1,2,999"}, d);
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("999"), std::string::npos) << r.err;
 }
