@@ -285,6 +285,8 @@ Worker& this_worker() {
   return *w;
 }
 
+struct FiberAbort {};
+
 // A fault found on a fiber: record it and leave the fiber for good.
 [[noreturn]] void fault_here(const std::string& what) {
   Worker* w = t_worker;
@@ -298,8 +300,9 @@ Worker& this_worker() {
                std::to_string(t->thread_idx.z) + "): " + what;
   }
   t->state = State::Faulted;
-  fiber_exit_to(t->fiber, w->scheduler);
-  std::abort();
+  // Unwinds this fiber's frames (and the temporaries they hold) down to
+  // thread_main, which leaves the fiber for good.
+  throw FiberAbort{};
 }
 
 // Gives control back to the scheduler until this thread is released.
@@ -313,8 +316,12 @@ void thread_main(void* arg) {
   Worker& w = *t_worker;
   fiber_arrived(t->fiber, w.scheduler);
   BlockState* b = w.block;
-  b->entry(b->closure);
-  t->state = State::Done;
+  try {
+    b->entry(b->closure);
+    t->state = State::Done;
+  } catch (const FiberAbort&) {
+    // fault_here recorded the fault and marked the thread
+  }
   fiber_exit_to(t->fiber, w.scheduler);
 }
 
