@@ -1,5 +1,5 @@
 #!/bin/bash
-# The CPU reproduction in priority order (issue 7), at most two cells at a time; rerun it to
+# The CPU reproduction in priority order, at most two cells at a time; rerun it to
 # resume: finished cells are skipped, interrupted ones continue from their checkpoint.
 #   nohup scripts/run_grids.sh > results/run_grids.log 2>&1 &
 # The full MQAR grid's step budget is to be set from results/budget (the step at which the

@@ -1,4 +1,4 @@
-# SKA ablations (issue 7, item 3) on MQAR M=4, gap=64, the budget of the MQAR grid.
+# SKA ablations on MQAR M=4, gap=64, the budget of the MQAR grid.
 # Base: ska-1m = chunk mode, poly filter, K=2, chunk 64, no write gate (the mqar grid's
 # ska-chunk-M4-g64 cell). Power-step / filter cells run with two seeds.
 TRAIN_DEFAULTS="--steps 300 --batch 32 --lr 3e-3 --warmup 30 --eval-every 0 --eval-examples 128"

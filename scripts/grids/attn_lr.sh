@@ -1,4 +1,4 @@
-# Can a learning rate shorten attention's plateau on the easy MQAR cell? (issue 7: the grid's
+# Can a learning rate shorten attention's plateau on the easy MQAR cell? (the grid's
 # budget must let attention converge, and the 2000-step budget curve at lr 3e-3 showed the
 # plateau lasting ~900 steps.) attn-1m on M=4, gap=64, full 600-step cosine schedules at three
 # peak learning rates, held-out eval every 100 steps (256 examples), final eval on 512.

@@ -1,4 +1,4 @@
-# MQAR pilot grid (issue 7, item 1) at a 300-step budget: four models × M ∈ {4, 8, 16} × gap ∈ {64, 256, 1024}.
+# MQAR pilot grid at a 300-step budget: four models × M ∈ {4, 8, 16} × gap ∈ {64, 256, 1024}.
 # One fixed budget per cell: 300 steps × batch 32, lr 3e-3 (cosine to 10%), warmup 30,
 # seed 1. Cells trained at gap 64 are also evaluated at gaps 256 and 1024 (length
 # generalisation of the same checkpoint). Order: most informative first.

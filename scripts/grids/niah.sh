@@ -1,4 +1,4 @@
-# NIAH length generalisation (issue 7, item 4): train at T=64, evaluate at T=64…1024.
+# NIAH length generalisation: train at T=64, evaluate at T=64…1024.
 TRAIN_DEFAULTS="--steps 300 --batch 32 --lr 3e-3 --warmup 30 --seed 1 --eval-every 0 --eval-examples 128"
 EVAL_EXAMPLES=512
 EVAL_SEED=9001

@@ -1,4 +1,4 @@
-# Transfer table (issue 7, item 2; the paper's Table 3 protocol): one model per family
+# Transfer table (the paper's Table 3 protocol): one model per family
 # trained on a mixture of the six tasks (round-robin in every batch), evaluated on each.
 TRAIN_DEFAULTS="--steps 1000 --batch 36 --lr 3e-3 --warmup 50 --seed 1 --eval-every 0 --eval-examples 64"
 EVAL_EXAMPLES=512

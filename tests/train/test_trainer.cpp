@@ -290,7 +290,7 @@ TEST(Trainer, NonFiniteStepsAbortWithAClearMessage) {
   EXPECT_NE(e.find("non-finite"), std::string::npos) << e;
 }
 
-// Issue 8: mixed precision stays finite at a high learning rate. 500 steps of the
+// Mixed precision stays finite at a high learning rate. 500 steps of the
 // tiny model at lr 3e-2 (10× the usual), f32 and bf16 matmuls: every step finite
 // and taken, and the loss comes down. The two runs must differ (bf16 was applied).
 TEST(Trainer, F32AndBf16TrainingStayFiniteAtAHighLearningRate) {
