@@ -7,6 +7,7 @@
 
 #include "models/config.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 #include "train/cli.h"
 #include "train/evaluate.h"
 #include "train/trainer.h"
@@ -169,6 +170,7 @@ void add_train_commands(CLI::App& app) {
     // inside train()); a value the user set wins.
     if (a->deterministic) setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", 0);
     TrainSummary s = train(o);
+    if (!dist::is_root()) return;  // rank 0 reports for the job
     std::cout << "done: step " << s.final_step << ", final loss " << std::fixed << std::setprecision(4)
               << s.final_loss << ", " << std::setprecision(1) << s.seconds << " s"
               << (s.interrupted ? " (interrupted; resume with --resume)" : "") << "\n";
