@@ -77,7 +77,7 @@ void add_train_commands(CLI::App& app) {
   t->add_option("--task", a->tasks, "task SPEC name:key=value,... (repeatable: a mixture)");
   t->add_option("--steps", o.steps, "optimizer steps (the schedule's length)")->capture_default_str();
   t->add_option("--stop-after", o.stop_after, "stop after this step with a checkpoint (resume later)");
-  t->add_option("--batch", o.batch, "sequences per micro-batch")->capture_default_str();
+  t->add_option("--batch", o.batch, "sequences per micro-batch (under mpirun: the global batch, split among the ranks)")->capture_default_str();
   t->add_option("--grad-accum", o.grad_accum, "micro-batches per step")->capture_default_str();
   t->add_option("--lr", o.lr, "peak learning rate")->capture_default_str();
   t->add_option("--min-lr-ratio", o.min_lr_ratio, "final lr as a fraction of the peak")->capture_default_str();

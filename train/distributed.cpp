@@ -150,6 +150,7 @@ void on_terminate(int sig) {
 }
 
 [[noreturn]] void abort_job(const std::string& line) {
+  std::signal(SIGTERM, SIG_DFL);  // the launcher's SIGTERM that follows needs no second line
   std::cerr << line << std::endl;
   MPI_Abort(MPI_COMM_WORLD, 1);
   std::_Exit(1);
