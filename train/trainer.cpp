@@ -251,7 +251,7 @@ TrainSummary train(const TrainOptions& opt_in) {
               << (o.precision == "bf16" ? ", bf16 matmuls" : "") << "\n";
   if (!o.quiet && dist::size() > 1)
     std::cout << "data parallel: " << dist::size() << " ranks × " << o.batch / dist::size() << " sequences, "
-              << dist::gradient_bytes(refs) << " gradient bytes all-reduced per micro-batch step\n";
+              << dist::gradient_bytes(refs) << " gradient bytes all-reduced per step\n";
 
   int64_t step = state.step;
   for (step = first; step <= last; ++step) {
@@ -323,7 +323,9 @@ TrainSummary train(const TrainOptions& opt_in) {
     }
     if (o.eval_every > 0 && step % o.eval_every == 0 && step != last) run_eval(step);
     if (o.ckpt_every > 0 && step % o.ckpt_every == 0 && step != last) save(step);
-    if (agreed.interrupted) {
+    // Ranks stop together, on the flag they agreed on; one process also sees a
+    // SIGINT that came during this step's evaluation or checkpoint.
+    if (agreed.interrupted || (dist::size() == 1 && g_interrupted)) {
       if (!o.quiet) std::cout << "interrupted: writing a checkpoint at step " << step << "\n";
       summary.interrupted = true;
       break;

@@ -38,8 +38,11 @@ std::string mpirun_path() {
 // `mpirun -np N echo-lm ARGS` as a shell command. Several ranks on a machine
 // with fewer cores (--oversubscribe), without core binding; CI runs as root.
 // Leak checking is off in the ranks: the MPI library keeps allocations to exit.
+// Shared-memory transfers without cross-memory attach, which containers often
+// forbid (it needs ptrace rights).
 std::string mpi_command(int np, const std::vector<std::string>& args) {
-  std::string cmd = "ASAN_OPTIONS=\"${ASAN_OPTIONS:-}:detect_leaks=0\" " + testing::shell_quote(mpirun_path()) +
+  std::string cmd = "ASAN_OPTIONS=\"${ASAN_OPTIONS:-}:detect_leaks=0\" OMPI_MCA_btl_vader_single_copy_mechanism=none " +
+                    testing::shell_quote(mpirun_path()) +
                     " --oversubscribe --allow-run-as-root --bind-to none -np " + std::to_string(np) + " " +
                     testing::shell_quote(testing::echo_bin());
   for (const auto& a : args) cmd += " " + testing::shell_quote(a);
