@@ -251,9 +251,11 @@ void finalize() {
 
 void fail(const std::string& message) {
   if (g_rank == 0) abort_job("echo-lm: " + message);
-  // Tell rank 0 (a small message: sent eagerly, even while rank 0 computes),
-  // then give it time to report and end the job.
-  MPI_Send(message.data(), static_cast<int>(message.size()), MPI_CHAR, 0, kFailTag, MPI_COMM_WORLD);
+  // Tell rank 0, then give it 30 s to report and end the job. At most 1000
+  // bytes: below every transport's eager limit, so the send returns even
+  // while rank 0 is still computing.
+  const std::string text = message.substr(0, 1000);
+  MPI_Send(text.data(), static_cast<int>(text.size()), MPI_CHAR, 0, kFailTag, MPI_COMM_WORLD);
   for (int i = 0; i < 300; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   abort_job("echo-lm: rank " + std::to_string(g_rank) + ": " + message);
 }
