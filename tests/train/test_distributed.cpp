@@ -21,11 +21,12 @@ using testing::has;
 using testing::RunResult;
 using testing::TempDir;
 
-// The launcher CMake found ($ECHO_MPIRUN), or "" (a build without MPI).
+// The launcher: $ECHO_MPIRUN, else the one CMake found (ECHO_TEST_MPIRUN, ""
+// in a build without MPI); "" when it is not an executable file here.
 std::string mpirun_path() {
-  const char* p = std::getenv("ECHO_MPIRUN");
-  if (p && *p && ::access(p, X_OK) == 0) return p;
-  return "";
+  const char* env = std::getenv("ECHO_MPIRUN");
+  std::string p = env && *env ? env : ECHO_TEST_MPIRUN;
+  return !p.empty() && ::access(p.c_str(), X_OK) == 0 ? p : "";
 }
 
 #define ECHO_REQUIRE_MPIRUN()                                                                       \
