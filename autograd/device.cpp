@@ -49,6 +49,15 @@ const CudaProbe& probe() {
 class CudaCachingAllocator {
  public:
   void* allocate(size_t bytes) {
+    void* p = allocate_block(bytes);
+#if ECHO_CUDA_EMULATED
+    // The emulated device checks accesses against the bytes asked for, not the
+    // rounded block: a kernel that runs past a tensor's end is reported.
+    echo::emu::set_used_bytes(p, bytes);
+#endif
+    return p;
+  }
+  void* allocate_block(size_t bytes) {
     size_t size = round(bytes);
     std::lock_guard<std::mutex> lock(mu_);
     auto it = free_.lower_bound(size);

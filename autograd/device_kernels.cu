@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "autograd/cuda_launch.h"
+
 namespace echo::devk {
 namespace {
 
@@ -41,8 +43,8 @@ __global__ void bf16_to_f32_kernel(float* dst, const uint16_t* src, int64_t n) {
 
 }  // namespace
 
-void fill_f32(float* d, int64_t n, float v) { if (n) { fill_kernel<<<blocks_for(n), kThreads>>>(d, n, v); check_launch("fill_f32"); } }
-void fill_f64(double* d, int64_t n, double v) { if (n) { fill_kernel<<<blocks_for(n), kThreads>>>(d, n, v); check_launch("fill_f64"); } }
+void fill_f32(float* d, int64_t n, float v) { if (n) { ECHO_LAUNCH(fill_kernel, blocks_for(n), kThreads)(d, n, v); check_launch("fill_f32"); } }
+void fill_f64(double* d, int64_t n, double v) { if (n) { ECHO_LAUNCH(fill_kernel, blocks_for(n), kThreads)(d, n, v); check_launch("fill_f64"); } }
 void fill_bytes_zero(void* d, int64_t bytes) {
   if (bytes == 0) return;
   cudaError_t e = cudaMemsetAsync(d, 0, bytes, 0);
@@ -51,11 +53,11 @@ void fill_bytes_zero(void* d, int64_t bytes) {
     throw std::runtime_error(std::string("cudaMemset: ") + cudaGetErrorString(e));
   }
 }
-void axpy_f32(float* d, const float* s, int64_t n, float a) { if (n) { axpy_kernel<<<blocks_for(n), kThreads>>>(d, s, n, a); check_launch("axpy_f32"); } }
-void axpy_f64(double* d, const double* s, int64_t n, double a) { if (n) { axpy_kernel<<<blocks_for(n), kThreads>>>(d, s, n, a); check_launch("axpy_f64"); } }
-void cast_f32_to_f64(double* d, const float* s, int64_t n) { if (n) { cast_kernel<<<blocks_for(n), kThreads>>>(d, s, n); check_launch("cast"); } }
-void cast_f64_to_f32(float* d, const double* s, int64_t n) { if (n) { cast_kernel<<<blocks_for(n), kThreads>>>(d, s, n); check_launch("cast"); } }
-void cast_f32_to_bf16(uint16_t* d, const float* s, int64_t n) { if (n) { f32_to_bf16_kernel<<<blocks_for(n), kThreads>>>(d, s, n); check_launch("cast"); } }
-void cast_bf16_to_f32(float* d, const uint16_t* s, int64_t n) { if (n) { bf16_to_f32_kernel<<<blocks_for(n), kThreads>>>(d, s, n); check_launch("cast"); } }
+void axpy_f32(float* d, const float* s, int64_t n, float a) { if (n) { ECHO_LAUNCH(axpy_kernel, blocks_for(n), kThreads)(d, s, n, a); check_launch("axpy_f32"); } }
+void axpy_f64(double* d, const double* s, int64_t n, double a) { if (n) { ECHO_LAUNCH(axpy_kernel, blocks_for(n), kThreads)(d, s, n, a); check_launch("axpy_f64"); } }
+void cast_f32_to_f64(double* d, const float* s, int64_t n) { if (n) { ECHO_LAUNCH(cast_kernel, blocks_for(n), kThreads)(d, s, n); check_launch("cast"); } }
+void cast_f64_to_f32(float* d, const double* s, int64_t n) { if (n) { ECHO_LAUNCH(cast_kernel, blocks_for(n), kThreads)(d, s, n); check_launch("cast"); } }
+void cast_f32_to_bf16(uint16_t* d, const float* s, int64_t n) { if (n) { ECHO_LAUNCH(f32_to_bf16_kernel, blocks_for(n), kThreads)(d, s, n); check_launch("cast"); } }
+void cast_bf16_to_f32(float* d, const uint16_t* s, int64_t n) { if (n) { ECHO_LAUNCH(bf16_to_f32_kernel, blocks_for(n), kThreads)(d, s, n); check_launch("cast"); } }
 
 }  // namespace echo::devk

@@ -28,7 +28,7 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64
 constexpr int kReduceThreads = 256;
 constexpr int kReduceBlocks = 256;
 __global__ void sumsq_kernel(const float* g, int64_t n, double* partial, double* nonfinite) {
-  __shared__ double buf[kReduceThreads];
+  ECHO_SHARED(double, buf, [kReduceThreads]);
   int64_t per_block = (n + gridDim.x - 1) / gridDim.x;
   int64_t begin = blockIdx.x * per_block, end = min(n, begin + per_block);
   double s = 0;
@@ -55,7 +55,7 @@ __global__ void sumsq_kernel(const float* g, int64_t n, double* partial, double*
 void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
                 float beta2, float eps, float bias1, float bias2, float decay_factor) {
   if (n == 0) return;
-  adamw_kernel<<<grid_for(n), kThreads>>>(p, g, m, v, n, lr, beta1, beta2, eps, bias1, bias2, decay_factor);
+  ECHO_LAUNCH(adamw_kernel, grid_for(n), kThreads)(p, g, m, v, n, lr, beta1, beta2, eps, bias1, bias2, decay_factor);
   check_launch("adamw_step");
 }
 
@@ -65,7 +65,7 @@ double sum_squares(const float* g, int64_t n, double* workspace, bool* finite) {
   if (finite) *finite = true;
   if (n == 0) return 0.0;
   // workspace[0, B): partial sums; workspace[B, 2B): per-block non-finite flags.
-  sumsq_kernel<<<kReduceBlocks, kReduceThreads>>>(g, n, workspace, workspace + kReduceBlocks);
+  ECHO_LAUNCH(sumsq_kernel, kReduceBlocks, kReduceThreads)(g, n, workspace, workspace + kReduceBlocks);
   check_launch("sum_squares");
   std::vector<double> host(2 * kReduceBlocks);
   check_cuda(cudaMemcpy(host.data(), workspace, host.size() * sizeof(double), cudaMemcpyDeviceToHost),

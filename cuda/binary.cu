@@ -63,13 +63,13 @@ __global__ void affine_backward_kernel(const float* dy, float* dx, int64_t n, fl
 
 void binary_forward(int kind, const float* a, const float* b, float* y, int64_t n, int64_t m) {
   if (n == 0) return;
-  forward_kernel<<<grid_for(n), kThreads>>>(kind, a, b, y, n, m);
+  ECHO_LAUNCH(forward_kernel, grid_for(n), kThreads)(kind, a, b, y, n, m);
   check_launch("binary_forward");
 }
 void binary_backward_a(int kind, const float* a, const float* b, const float* dy, float* da,
                        int64_t n, int64_t m) {
   if (n == 0 || !da) return;
-  backward_a_kernel<<<grid_for(n), kThreads>>>(kind, a, b, dy, da, n, m);
+  ECHO_LAUNCH(backward_a_kernel, grid_for(n), kThreads)(kind, a, b, dy, da, n, m);
   check_launch("binary_backward_a");
 }
 void binary_backward_b(int kind, const float* a, const float* b, const float* dy, float* db,
@@ -79,12 +79,12 @@ void binary_backward_b(int kind, const float* a, const float* b, const float* dy
 }
 void affine_forward(const float* x, float* y, int64_t n, float alpha, float beta) {
   if (n == 0) return;
-  affine_forward_kernel<<<grid_for(n), kThreads>>>(x, y, n, alpha, beta);
+  ECHO_LAUNCH(affine_forward_kernel, grid_for(n), kThreads)(x, y, n, alpha, beta);
   check_launch("affine_forward");
 }
 void affine_backward(const float* dy, float* dx, int64_t n, float alpha) {
   if (n == 0) return;
-  affine_backward_kernel<<<grid_for(n), kThreads>>>(dy, dx, n, alpha);
+  ECHO_LAUNCH(affine_backward_kernel, grid_for(n), kThreads)(dy, dx, n, alpha);
   check_launch("affine_backward");
 }
 

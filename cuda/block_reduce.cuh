@@ -72,13 +72,13 @@ void add_column_sums(int64_t rows, int64_t cols, Term term, float* out, float* w
   const int64_t chunks = row_chunks(rows);
   if (chunks == 0 || cols == 0) return;
   if (chunks == 1) {
-    chunk_column_sums_kernel<<<grid_for(cols), kThreads>>>(term, out, true, rows, cols, 1);
+    ECHO_LAUNCH(chunk_column_sums_kernel, grid_for(cols), kThreads)(term, out, true, rows, cols, 1);
     check_launch(op);
     return;
   }
-  chunk_column_sums_kernel<<<grid_for(chunks * cols), kThreads>>>(term, workspace, false, rows, cols, chunks);
+  ECHO_LAUNCH(chunk_column_sums_kernel, grid_for(chunks * cols), kThreads)(term, workspace, false, rows, cols, chunks);
   check_launch(op);
-  add_chunk_sums_kernel<<<grid_for(cols), kThreads>>>(workspace, out, chunks, cols);
+  ECHO_LAUNCH(add_chunk_sums_kernel, grid_for(cols), kThreads)(workspace, out, chunks, cols);
   check_launch(op);
 }
 

@@ -74,7 +74,7 @@ __global__ void rope_kernel(const float* x, float* y, int64_t n, int64_t T, int6
 
 __global__ void forward_kernel(const float* q, const float* k, const float* v, float* o, float* lse, Dims D,
                                float scale) {
-  extern __shared__ float smem[];
+  ECHO_DYNAMIC_SHARED(float, smem);
   const int ld = (int)D.dh + 1;  // padded tile rows: lanes reading their own row hit distinct banks
   float* q_rows = smem;                    // [kWarps][dh]
   float* k_tile = q_rows + kWarps * D.dh;  // [kTile][ld]
@@ -127,7 +127,7 @@ __global__ void forward_kernel(const float* q, const float* k, const float* v, f
 __global__ void backward_dq_kernel(const float* q, const float* k, const float* v, const float* o,
                                    const float* lse, const float* dout, float* Dvec, float* dq, Dims D,
                                    float scale) {
-  extern __shared__ float smem[];
+  ECHO_DYNAMIC_SHARED(float, smem);
   const int ld = (int)D.dh + 1;
   float* q_rows = smem;                     // [kWarps][dh]
   float* do_rows = q_rows + kWarps * D.dh;  // [kWarps][dh]
@@ -189,7 +189,7 @@ __global__ void backward_dq_kernel(const float* q, const float* k, const float* 
 __global__ void backward_dkdv_kernel(const float* q, const float* k, const float* v, const float* lse,
                                      const float* dout, const float* Dvec, float* dk, float* dv, Dims D,
                                      float scale) {
-  extern __shared__ float smem[];
+  ECHO_DYNAMIC_SHARED(float, smem);
   const int ld = (int)D.dh + 1;
   float* k_rows = smem;                     // [kWarps][dh]
   float* v_rows = k_rows + kWarps * D.dh;   // [kWarps][dh]
@@ -263,7 +263,7 @@ void causal_attention_rope(const float* x, float* y, int64_t B, int64_t T, int64
                            int64_t pos_offset, bool inverse, bool accumulate) {
   const int64_t n = B * T * H * (dh / 2);
   if (n == 0) return;
-  rope_kernel<<<grid_for(n), kThreads>>>(x, y, n, T, H, dh, base, pos_offset, inverse, accumulate);
+  ECHO_LAUNCH(rope_kernel, grid_for(n), kThreads)(x, y, n, T, H, dh, base, pos_offset, inverse, accumulate);
   check_launch("causal_attention rope");
 }
 
@@ -271,7 +271,7 @@ void causal_attention_forward(const float* q, const float* k, const float* v, fl
                               int64_t T, int64_t H, int64_t dh) {
   if (B * T * H == 0) return;
   const size_t shared = sizeof(float) * (kWarps * dh + 2 * tile_floats(dh));
-  forward_kernel<<<attention_grid(B, T, H, "causal_attention_forward"), kWarps * 32, shared>>>(
+  ECHO_LAUNCH(forward_kernel, attention_grid(B, T, H, "causal_attention_forward"), kWarps * 32, shared)(
       q, k, v, o, lse, Dims{T, H, dh}, 1.f / sqrtf((float)dh));
   check_launch("causal_attention_forward");
 }
@@ -284,11 +284,11 @@ void causal_attention_backward(const float* q, const float* k, const float* v, c
   const Dims dims{T, H, dh};
   const float scale = 1.f / sqrtf((float)dh);
   const size_t shared_dq = sizeof(float) * (2 * kWarps * dh + 2 * tile_floats(dh));
-  backward_dq_kernel<<<grid, kWarps * 32, shared_dq>>>(q, k, v, o, lse, dout, D, dq_rot, dims, scale);
+  ECHO_LAUNCH(backward_dq_kernel, grid, kWarps * 32, shared_dq)(q, k, v, o, lse, dout, D, dq_rot, dims, scale);
   check_launch("causal_attention_backward (dq)");
   if (!dk_rot && !dv) return;
   const size_t shared_dkdv = sizeof(float) * (2 * kWarps * dh + 2 * tile_floats(dh) + 2 * kTile);
-  backward_dkdv_kernel<<<grid, kWarps * 32, shared_dkdv>>>(q, k, v, lse, dout, D, dk_rot, dv, dims, scale);
+  ECHO_LAUNCH(backward_dkdv_kernel, grid, kWarps * 32, shared_dkdv)(q, k, v, lse, dout, D, dk_rot, dv, dims, scale);
   check_launch("causal_attention_backward (dk, dv)");
 }
 

@@ -94,7 +94,7 @@ void causal_conv1d_forward(const float* x, const float* w, const float* bias, fl
                            int64_t C, int64_t W) {
   const int64_t n = b * T * C;
   if (n == 0) return;
-  forward_kernel<<<grid_for(n), kThreads>>>(x, w, bias, y, n, T, C, W);
+  ECHO_LAUNCH(forward_kernel, grid_for(n), kThreads)(x, w, bias, y, n, T, C, W);
   check_launch("causal_conv1d_forward");
 }
 
@@ -103,15 +103,18 @@ void causal_conv1d_backward(const float* x, const float* w, const float* dy, flo
   const int64_t rows = b * T, n = rows * C;
   if (n == 0) return;
   if (dx) {
-    backward_dx_kernel<<<grid_for(n), kThreads>>>(w, dy, dx, n, T, C, W);
+    ECHO_LAUNCH(backward_dx_kernel, grid_for(n), kThreads)(w, dy, dx, n, T, C, W);
     check_launch("causal_conv1d_backward (dx)");
   }
   if (dw || dbias) {
     const int64_t chunks = row_chunks(rows);
-    dim3 grid((unsigned)chunks, (unsigned)((C + kThreads - 1) / kThreads));
-    dw_partial_kernel<<<grid, kThreads>>>(x, dy, workspace, rows, T, C, W);
+    const int64_t grid_y = (C + kThreads - 1) / kThreads;
+    if (grid_y > 65535)
+      throw std::runtime_error("causal_conv1d_backward: " + std::to_string(C) + " columns need more than 65535 blocks in y");
+    dim3 grid(row_blocks(chunks, "causal_conv1d_backward"), (unsigned)grid_y);
+    ECHO_LAUNCH(dw_partial_kernel, grid, kThreads)(x, dy, workspace, rows, T, C, W);
     check_launch("causal_conv1d_backward (dw partials)");
-    sum_chunks_kernel<<<grid_for(C * (W + 1)), kThreads>>>(workspace, dw, dbias, chunks, C, W);
+    ECHO_LAUNCH(sum_chunks_kernel, grid_for(C * (W + 1)), kThreads)(workspace, dw, dbias, chunks, C, W);
     check_launch("causal_conv1d_backward (dw, dbias)");
   }
 }
@@ -120,7 +123,7 @@ void causal_conv1d_step(const float* x_t, float* state, const float* w, const fl
                         int64_t C, int64_t W) {
   const int64_t n = b * C;
   if (n == 0) return;
-  step_kernel<<<grid_for(n), kThreads>>>(x_t, state, w, bias, y, n, C, W);
+  ECHO_LAUNCH(step_kernel, grid_for(n), kThreads)(x_t, state, w, bias, y, n, C, W);
   check_launch("causal_conv1d_step");
 }
 

@@ -8,6 +8,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "autograd/cuda_launch.h"
+
 namespace echo::gpu {
 
 inline void check_cuda(cudaError_t err, const char* what) {

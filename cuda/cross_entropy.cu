@@ -13,7 +13,7 @@ namespace {
 // Block-wide reductions (blockDim.x == kThreads) in a fixed tree order; every
 // thread gets the result.
 template <bool kMax> __device__ float block_reduce(float v) {
-  __shared__ float shared[kThreads];
+  ECHO_SHARED(float, shared, [kThreads]);
   __syncthreads();  // the buffer may still be read from a previous call
   shared[threadIdx.x] = v;
   __syncthreads();
@@ -74,14 +74,14 @@ void cross_entropy_forward(const float* logits, const void* targets, bool target
   if (rows > 0x7fffffffLL) throw std::runtime_error("cross_entropy: too many rows for one grid");
   if (rows > 0) {
     if (targets_i64)
-      row_kernel<<<static_cast<unsigned>(rows), kThreads>>>(logits, static_cast<const int64_t*>(targets), lse,
+      ECHO_LAUNCH(row_kernel, static_cast<unsigned>(rows), kThreads)(logits, static_cast<const int64_t*>(targets), lse,
                                                             row_loss, V, ignore_index);
     else
-      row_kernel<<<static_cast<unsigned>(rows), kThreads>>>(logits, static_cast<const int32_t*>(targets), lse,
+      ECHO_LAUNCH(row_kernel, static_cast<unsigned>(rows), kThreads)(logits, static_cast<const int32_t*>(targets), lse,
                                                             row_loss, V, ignore_index);
     check_launch("cross_entropy (rows)");
   }
-  mean_kernel<<<1, kThreads>>>(row_loss, loss, rows, inv_scored);
+  ECHO_LAUNCH(mean_kernel, 1, kThreads)(row_loss, loss, rows, inv_scored);
   check_launch("cross_entropy (mean)");
 }
 
@@ -90,10 +90,10 @@ void cross_entropy_backward(const float* logits, const void* targets, bool targe
                             float inv_scored) {
   if (rows * V == 0 || inv_scored == 0.f) return;
   if (targets_i64)
-    backward_kernel<<<grid_for(rows * V), kThreads>>>(logits, static_cast<const int64_t*>(targets), lse, dloss,
+    ECHO_LAUNCH(backward_kernel, grid_for(rows * V), kThreads)(logits, static_cast<const int64_t*>(targets), lse, dloss,
                                                       dlogits, rows, V, ignore_index, inv_scored);
   else
-    backward_kernel<<<grid_for(rows * V), kThreads>>>(logits, static_cast<const int32_t*>(targets), lse, dloss,
+    ECHO_LAUNCH(backward_kernel, grid_for(rows * V), kThreads)(logits, static_cast<const int32_t*>(targets), lse, dloss,
                                                       dlogits, rows, V, ignore_index, inv_scored);
   check_launch("cross_entropy_backward");
 }

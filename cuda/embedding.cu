@@ -37,9 +37,9 @@ void embedding_forward(const float* weight, const void* ids, bool ids_are_i64, f
                        int64_t d) {
   if (n_tokens * d == 0) return;
   if (ids_are_i64)
-    forward_kernel<<<grid_for(n_tokens * d), kThreads>>>(weight, static_cast<const int64_t*>(ids), out, n_tokens, d);
+    ECHO_LAUNCH(forward_kernel, grid_for(n_tokens * d), kThreads)(weight, static_cast<const int64_t*>(ids), out, n_tokens, d);
   else
-    forward_kernel<<<grid_for(n_tokens * d), kThreads>>>(weight, static_cast<const int32_t*>(ids), out, n_tokens, d);
+    ECHO_LAUNCH(forward_kernel, grid_for(n_tokens * d), kThreads)(weight, static_cast<const int32_t*>(ids), out, n_tokens, d);
   check_launch("embedding_forward");
 }
 
@@ -48,7 +48,7 @@ void embedding_backward(const float* dy, const int32_t* row_start, const int32_t
   if (V == 0 || d == 0) return;
   if (V > 0x7fffffffLL) throw std::runtime_error("embedding_backward: vocabulary too large for one grid");
   const int threads = d >= kThreads ? kThreads : static_cast<int>((d + 31) / 32 * 32);
-  backward_kernel<<<static_cast<unsigned>(V), threads>>>(dy, row_start, order, dweight, d);
+  ECHO_LAUNCH(backward_kernel, static_cast<unsigned>(V), threads)(dy, row_start, order, dweight, d);
   check_launch("embedding_backward");
 }
 

@@ -11,7 +11,7 @@ __device__ inline float sigmoid_of(float z) { return 1.f / (1.f + expf(-z)); }
 
 __global__ void forward_kernel(const float* x, const float* z, const float* w, float* y, float* rstd, int64_t d,
                                float eps) {
-  extern __shared__ float shared[];
+  ECHO_DYNAMIC_SHARED(float, shared);
   const int64_t r = blockIdx.x;
   const float *xr = x + r * d, *zr = z + r * d;
   float* yr = y + r * d;
@@ -28,7 +28,7 @@ __global__ void forward_kernel(const float* x, const float* z, const float* w, f
 
 __global__ void backward_dxdz_kernel(const float* x, const float* z, const float* w, const float* rstd,
                                      const float* dy, float* dx, float* dz, int64_t d) {
-  extern __shared__ float shared[];
+  ECHO_DYNAMIC_SHARED(float, shared);
   const int64_t r = blockIdx.x;
   const float *xr = x + r * d, *zr = z + r * d, *dyr = dy + r * d;
   const float inv = rstd[r];
@@ -64,7 +64,7 @@ void gated_rmsnorm_forward(const float* x, const float* z, const float* w, float
   if (rows == 0) return;
   const int threads = row_threads(d);
   const unsigned blocks = row_blocks(rows, "gated_rmsnorm_forward");
-  forward_kernel<<<blocks, threads, threads * sizeof(float)>>>(x, z, w, y, rstd, d, eps);
+  ECHO_LAUNCH(forward_kernel, blocks, threads, threads * sizeof(float))(x, z, w, y, rstd, d, eps);
   check_launch("gated_rmsnorm_forward");
 }
 
@@ -74,7 +74,7 @@ void gated_rmsnorm_backward(const float* x, const float* z, const float* w, cons
   if (dx || dz) {
     const int threads = row_threads(d);
     const unsigned blocks = row_blocks(rows, "gated_rmsnorm_backward (dx, dz)");
-    backward_dxdz_kernel<<<blocks, threads, threads * sizeof(float)>>>(x, z, w, rstd, dy, dx, dz, d);
+    ECHO_LAUNCH(backward_dxdz_kernel, blocks, threads, threads * sizeof(float))(x, z, w, rstd, dy, dx, dz, d);
     check_launch("gated_rmsnorm_backward (dx, dz)");
   }
   if (dw) add_column_sums(rows, d, DwTerm{x, z, rstd, dy, d}, dw, workspace, "gated_rmsnorm_backward (dw)");

@@ -226,7 +226,7 @@ __device__ inline float filter_coefficient(const float* coef, int K, int j) {
 // Phases 1+2: entry e of (G | M | Cᵀ) of (n, h), accumulated chunk by chunk.
 __global__ void stats_prefix_kernel(KoopmanDims d, const float* k, const float* v, const float* beta,
                                     const float* mask, float* G, float* M, float* Ct, int tiles) {
-  extern __shared__ float smem[];
+  ECHO_DYNAMIC_SHARED(float, smem);
   const int r = d.r, P = d.P, rr = r * r, rP = r * P, E = 2 * rr + rP;
   const int bh = blockIdx.x / tiles, tile = blockIdx.x % tiles;
   const int n = bh / d.H, h = bh % d.H;
@@ -293,7 +293,7 @@ struct OperatorArgs {
 
 // Phase 3: one operator (build_operator in ops/koopman_fit.cpp).
 __global__ void operator_kernel(OperatorArgs a) {
-  extern __shared__ float smem[];
+  ECHO_DYNAMIC_SHARED(float, smem);
   const int r = a.r, P = a.P, rr = r * r, rP = r * P;
   const int64_t idx = blockIdx.x;  // (n·H + h)·n_ops + o
   const int o = (int)(idx % a.n_ops), h = (int)((idx / a.n_ops) % a.H);
@@ -369,7 +369,7 @@ __global__ void operator_kernel(OperatorArgs a) {
 
 // Phase 4: Y = Q Rᵀ for one chunk's queries.
 __global__ void readout_kernel(KoopmanDims d, const float* q, const float* Rt, float* y) {
-  extern __shared__ float smem[];  // Rᵀ [r×P]
+  ECHO_DYNAMIC_SHARED(float, smem);  // Rᵀ [r×P]
   const int r = d.r, P = d.P, rP = r * P;
   const int bh = blockIdx.x / d.n_chunks, c = blockIdx.x % d.n_chunks;
   const int n = bh / d.H, h = bh % d.H;
@@ -421,7 +421,7 @@ struct OperatorBackwardArgs {
 
 // operator_backward in ops/koopman_fit.cpp.
 __global__ void operator_backward_kernel(OperatorBackwardArgs a) {
-  extern __shared__ float smem[];
+  ECHO_DYNAMIC_SHARED(float, smem);
   const int r = a.r, P = a.P, rr = r * r, rP = r * P, K = a.K;
   const int64_t idx = blockIdx.x;
   const int o = (int)(idx % a.n_ops), h = (int)((idx / a.n_ops) % a.H);
@@ -604,7 +604,7 @@ __global__ void token_backward_kernel(TokenArgs a) {
 // dγ += Σ α ds; dcoef[h,j] += Σ_{n,o} dc_j, both in a fixed order.
 __global__ void scalar_grads_kernel(int b, int H, int n_ops, int K, const float* alpha, const float* ds,
                                     const float* dcoef_op, float* dgamma, float* dcoef) {
-  __shared__ float red[kBlock];
+  ECHO_SHARED(float, red, [kBlock]);
   if (dgamma) {
     const int count = b * H * n_ops;
     float part = 0.f;
@@ -675,19 +675,22 @@ void check_limits(int r, int P) {
                              " and 1 <= P <= " + std::to_string(kKoopmanMaxValue) + ", got r=" + std::to_string(r) +
                              " P=" + std::to_string(P));
 }
-template <typename Kernel> void allow_shared_memory(Kernel kernel, size_t bytes) {
-  if (bytes > 48 * 1024)
-    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
-               "koopman_fit: shared memory opt-in");
-}
+// Above 48 KB a kernel's dynamic shared memory needs an opt-in (a macro: the
+// attribute call must name the kernel itself, which the emulated device keys on).
+#define ECHO_ALLOW_SHARED_MEMORY(kernel, bytes)                                                             \
+  do {                                                                                                     \
+    if ((bytes) > 48 * 1024)                                                                               \
+      check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(bytes)), \
+                 "koopman_fit: shared memory opt-in");                                                     \
+  } while (0)
 size_t operator_smem(int r) { return (5 * (size_t)r * r + 2 * kKoopmanMaxRank + 8) * sizeof(float); }
 size_t operator_backward_smem(int r) { return (6 * (size_t)r * r + kBlock) * sizeof(float); }
 size_t stats_smem(int r, int P) { return ((size_t)(kTokenTile + 1) * r + (size_t)kTokenTile * P + 2 * kTokenTile) * sizeof(float); }
 
 void launch_operators(const OperatorArgs& a, int blocks) {
   const size_t smem = operator_smem(a.r);
-  allow_shared_memory(operator_kernel, smem);
-  operator_kernel<<<blocks, kBlock, smem>>>(a);
+  ECHO_ALLOW_SHARED_MEMORY(operator_kernel, smem);
+  ECHO_LAUNCH(operator_kernel, blocks, kBlock, smem)(a);
   check_launch("koopman_fit operator_kernel");
 }
 
@@ -699,13 +702,13 @@ void koopman_forward(const KoopmanDims& d, const float* k, const float* q, const
   check_limits(d.r, d.P);
   if (d.b * d.H == 0 || d.T == 0) return;
   const int BH = d.b * d.H, E = 2 * d.r * d.r + d.r * d.P, tiles = (E + kBlock - 1) / kBlock;
-  stats_prefix_kernel<<<BH * tiles, kBlock, stats_smem(d.r, d.P)>>>(d, k, v, beta, mask, G, M, Ct, tiles);
+  ECHO_LAUNCH(stats_prefix_kernel, BH * tiles, kBlock, stats_smem(d.r, d.P))(d, k, v, beta, mask, G, M, Ct, tiles);
   check_launch("koopman_fit stats_prefix_kernel");
   OperatorArgs a{d.r, d.P, d.K, d.iters, d.H, d.n_ops, d.prefix ? 0 : 1, d.ridge, gamma, coef, G, M, Ct,
                  L, Wt, Zt, Rt, sigma, alpha};
   launch_operators(a, BH * d.n_ops);
   if (!y) return;
-  readout_kernel<<<BH * d.n_chunks, kBlock, (size_t)d.r * d.P * sizeof(float)>>>(d, q, Rt, y);
+  ECHO_LAUNCH(readout_kernel, BH * d.n_chunks, kBlock, (size_t)d.r * d.P * sizeof(float))(d, q, Rt, y);
   check_launch("koopman_fit readout_kernel");
 }
 
@@ -720,26 +723,26 @@ void koopman_backward(const KoopmanDims& d, const float* k, const float* q, cons
   const bool need_tokens = dk || dv || dbeta;
   const bool need_stats = need_tokens || dgamma || dcoef;
   if (need_stats) {
-    readout_backward_kernel<<<BH * d.n_ops, kBlock>>>(d, q, dy, dRt);
+    ECHO_LAUNCH(readout_backward_kernel, BH * d.n_ops, kBlock)(d, q, dy, dRt);
     check_launch("koopman_fit readout_backward_kernel");
     OperatorBackwardArgs a{d.r, d.P, d.K, d.H, d.n_ops, d.prefix ? 0 : 1, gamma, coef, L, Wt, Zt, Ct, alpha, dRt,
                            dG, dM, dCt, ds, dcoef ? dcoef_op : nullptr};
     const size_t smem = operator_backward_smem(d.r);
-    allow_shared_memory(operator_backward_kernel, smem);
-    operator_backward_kernel<<<BH * d.n_ops, kBlock, smem>>>(a);
+    ECHO_ALLOW_SHARED_MEMORY(operator_backward_kernel, smem);
+    ECHO_LAUNCH(operator_backward_kernel, BH * d.n_ops, kBlock, smem)(a);
     check_launch("koopman_fit operator_backward_kernel");
     if (!d.prefix && need_tokens) {
-      reverse_prefix_kernel<<<BH * tiles, kBlock>>>(d, dG, dM, dCt, tiles);
+      ECHO_LAUNCH(reverse_prefix_kernel, BH * tiles, kBlock)(d, dG, dM, dCt, tiles);
       check_launch("koopman_fit reverse_prefix_kernel");
     }
   }
   if (dq || need_tokens) {
     TokenArgs a{d, k, v, beta, mask, Rt, dy, dG, dM, dCt, need_tokens ? 1 : 0, dq, dk, dv, dbeta};
-    token_backward_kernel<<<BH * d.n_chunks, kBlock>>>(a);
+    ECHO_LAUNCH(token_backward_kernel, BH * d.n_chunks, kBlock)(a);
     check_launch("koopman_fit token_backward_kernel");
   }
   if (dgamma || dcoef) {
-    scalar_grads_kernel<<<1, kBlock>>>(d.b, d.H, d.n_ops, d.K, alpha, ds, dcoef_op, dgamma, dcoef);
+    ECHO_LAUNCH(scalar_grads_kernel, 1, kBlock)(d.b, d.H, d.n_ops, d.K, alpha, ds, dcoef_op, dgamma, dcoef);
     check_launch("koopman_fit scalar_grads_kernel");
   }
 }
@@ -747,7 +750,7 @@ void koopman_backward(const KoopmanDims& d, const float* k, const float* q, cons
 void koopman_stream_step(int BH, int r, int P, const float* k, const float* q, const float* v, const float* beta,
                          const float* Rt, float* Gc, float* Mc, float* Ctc, float* prev_k, int has_prev, float* y) {
   check_limits(r, P);
-  stream_step_kernel<<<BH, kBlock>>>(r, P, k, q, v, beta, Rt, Gc, Mc, Ctc, prev_k, has_prev, y);
+  ECHO_LAUNCH(stream_step_kernel, BH, kBlock)(r, P, k, q, v, beta, Rt, Gc, Mc, Ctc, prev_k, has_prev, y);
   check_launch("koopman_fit stream_step_kernel");
 }
 
@@ -756,7 +759,7 @@ void koopman_stream_commit(int b, int H, int r, int P, int K, int iters, float r
                            float* L, float* Wt, float* Zt, float* Rt, float* sigma, float* alpha) {
   check_limits(r, P);
   const int64_t BH = (int64_t)b * H;
-  stream_merge_kernel<<<grid_for(BH * r * P), kThreads>>>(BH * r * r, BH * r * P, G, M, Ct, Gc, Mc, Ctc);
+  ECHO_LAUNCH(stream_merge_kernel, grid_for(BH * r * P), kThreads)(BH * r * r, BH * r * P, G, M, Ct, Gc, Mc, Ctc);
   check_launch("koopman_fit stream_merge_kernel");
   OperatorArgs a{r, P, K, iters, H, 1, 0, ridge, gamma, coef, G, M, Ct, L, Wt, Zt, Rt, sigma, alpha};
   launch_operators(a, static_cast<int>(BH));

@@ -85,7 +85,7 @@ void koopman_rotate_forward(const float* g, const float* gamma, const float* ome
                             int64_t half) {
   const int64_t n = rows * half;
   if (n == 0) return;
-  forward_kernel<<<grid_for(n), kThreads>>>(g, gamma, omega, z, n, half);
+  ECHO_LAUNCH(forward_kernel, grid_for(n), kThreads)(g, gamma, omega, z, n, half);
   check_launch("koopman_rotate_forward");
 }
 
@@ -94,15 +94,18 @@ void koopman_rotate_backward(const float* g, const float* gamma, const float* om
   const int64_t n = rows * half;
   if (n == 0) return;
   if (dg) {
-    backward_dg_kernel<<<grid_for(n), kThreads>>>(gamma, omega, dz, dg, n, half);
+    ECHO_LAUNCH(backward_dg_kernel, grid_for(n), kThreads)(gamma, omega, dz, dg, n, half);
     check_launch("koopman_rotate_backward (dg)");
   }
   if (dgamma || domega) {
     const int64_t chunks = row_chunks(rows);
-    dim3 grid((unsigned)chunks, (unsigned)((half + kThreads - 1) / kThreads));
-    partial_kernel<<<grid, kThreads>>>(g, dz, workspace, rows, half);
+    const int64_t grid_y = (half + kThreads - 1) / kThreads;
+    if (grid_y > 65535)
+      throw std::runtime_error("koopman_rotate_backward: " + std::to_string(half) + " columns need more than 65535 blocks in y");
+    dim3 grid(row_blocks(chunks, "koopman_rotate_backward"), (unsigned)grid_y);
+    ECHO_LAUNCH(partial_kernel, grid, kThreads)(g, dz, workspace, rows, half);
     check_launch("koopman_rotate_backward (partials)");
-    finish_kernel<<<grid_for(half), kThreads>>>(workspace, gamma, omega, dgamma, domega, chunks, half);
+    ECHO_LAUNCH(finish_kernel, grid_for(half), kThreads)(workspace, gamma, omega, dgamma, domega, chunks, half);
     check_launch("koopman_rotate_backward (dgamma, domega)");
   }
 }

@@ -7,7 +7,7 @@ namespace echo::gpu {
 namespace {
 
 __global__ void forward_kernel(const float* x, float* y, float* rnorm, int64_t d, float eps) {
-  extern __shared__ float shared[];
+  ECHO_DYNAMIC_SHARED(float, shared);
   const int64_t r = blockIdx.x;
   const float* xr = x + r * d;
   float* yr = y + r * d;
@@ -20,7 +20,7 @@ __global__ void forward_kernel(const float* x, float* y, float* rnorm, int64_t d
 }
 
 __global__ void backward_kernel(const float* x, const float* rnorm, const float* dy, float* dx, int64_t d) {
-  extern __shared__ float shared[];
+  ECHO_DYNAMIC_SHARED(float, shared);
   const int64_t r = blockIdx.x;
   const float *xr = x + r * d, *dyr = dy + r * d;
   float* dxr = dx + r * d;
@@ -38,7 +38,7 @@ void l2norm_forward(const float* x, float* y, float* rnorm, int64_t rows, int64_
   if (rows == 0) return;
   const int threads = row_threads(d);
   const unsigned blocks = row_blocks(rows, "l2norm_forward");
-  forward_kernel<<<blocks, threads, threads * sizeof(float)>>>(x, y, rnorm, d, eps);
+  ECHO_LAUNCH(forward_kernel, blocks, threads, threads * sizeof(float))(x, y, rnorm, d, eps);
   check_launch("l2norm_forward");
 }
 
@@ -46,7 +46,7 @@ void l2norm_backward(const float* x, const float* rnorm, const float* dy, float*
   if (rows == 0) return;
   const int threads = row_threads(d);
   const unsigned blocks = row_blocks(rows, "l2norm_backward");
-  backward_kernel<<<blocks, threads, threads * sizeof(float)>>>(x, rnorm, dy, dx, d);
+  ECHO_LAUNCH(backward_kernel, blocks, threads, threads * sizeof(float))(x, rnorm, dy, dx, d);
   check_launch("l2norm_backward");
 }
 

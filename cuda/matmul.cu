@@ -98,7 +98,7 @@ void gemm_strided_batched_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N,
 
 void broadcast_rows(const float* bias, float* y, int64_t rows, int64_t cols) {
   if (rows * cols == 0) return;
-  broadcast_rows_kernel<<<grid_for(rows * cols), kThreads>>>(bias, y, rows, cols);
+  ECHO_LAUNCH(broadcast_rows_kernel, grid_for(rows * cols), kThreads)(bias, y, rows, cols);
   check_launch("linear (bias)");
 }
 

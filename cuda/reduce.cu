@@ -19,14 +19,14 @@ __global__ void sum_pass1_kernel(const float* x, float* partial, int64_t n) {
   float acc = 0.f;
   for (int64_t i = blockIdx.x * (int64_t)kThreads + threadIdx.x; i < n; i += (int64_t)gridDim.x * kThreads)
     acc += x[i];
-  __shared__ float shared[kThreads];
+  ECHO_SHARED(float, shared, [kThreads]);
   const float total = block_sum(acc, shared);
   if (threadIdx.x == 0) partial[blockIdx.x] = total;
 }
 __global__ void sum_pass2_kernel(const float* partial, float* out, int64_t count, float scale) {
   float acc = 0.f;
   for (int64_t i = threadIdx.x; i < count; i += kThreads) acc += partial[i];
-  __shared__ float shared[kThreads];
+  ECHO_SHARED(float, shared, [kThreads]);
   const float total = block_sum(acc, shared);
   if (threadIdx.x == 0) out[0] = total * scale;
 }
@@ -38,7 +38,7 @@ __global__ void sum_last_kernel(const float* x, float* y, int64_t cols) {
   const float* row = x + blockIdx.x * cols;
   float acc = 0.f;
   for (int64_t j = threadIdx.x; j < cols; j += kThreads) acc += row[j];
-  __shared__ float shared[kThreads];
+  ECHO_SHARED(float, shared, [kThreads]);
   const float total = block_sum(acc, shared);
   if (threadIdx.x == 0) y[blockIdx.x] = total;
 }
@@ -56,25 +56,25 @@ int64_t sum_all_partials(int64_t n) {
 }
 void sum_all(const float* x, float* out, float* partial, int64_t n, float scale) {
   const int64_t g = sum_all_partials(n);
-  sum_pass1_kernel<<<static_cast<int>(g), kThreads>>>(x, partial, n);
+  ECHO_LAUNCH(sum_pass1_kernel, static_cast<int>(g), kThreads)(x, partial, n);
   check_launch("sum (pass 1)");
-  sum_pass2_kernel<<<1, kThreads>>>(partial, out, g, scale);
+  ECHO_LAUNCH(sum_pass2_kernel, 1, kThreads)(partial, out, g, scale);
   check_launch("sum (pass 2)");
 }
 void sum_all_backward(const float* dy, float* dx, int64_t n, float scale) {
   if (n == 0) return;
-  sum_all_backward_kernel<<<grid_for(n), kThreads>>>(dy, dx, n, scale);
+  ECHO_LAUNCH(sum_all_backward_kernel, grid_for(n), kThreads)(dy, dx, n, scale);
   check_launch("sum_backward");
 }
 void sum_last(const float* x, float* y, int64_t rows, int64_t cols) {
   if (rows == 0) return;
   if (rows > 0x7fffffffLL) throw std::runtime_error("sum_last: too many rows for one grid");
-  sum_last_kernel<<<static_cast<unsigned>(rows), kThreads>>>(x, y, cols);
+  ECHO_LAUNCH(sum_last_kernel, static_cast<unsigned>(rows), kThreads)(x, y, cols);
   check_launch("sum_last");
 }
 void sum_last_backward(const float* dy, float* dx, int64_t rows, int64_t cols) {
   if (rows * cols == 0) return;
-  sum_last_backward_kernel<<<grid_for(rows * cols), kThreads>>>(dy, dx, rows, cols);
+  ECHO_LAUNCH(sum_last_backward_kernel, grid_for(rows * cols), kThreads)(dy, dx, rows, cols);
   check_launch("sum_last_backward");
 }
 

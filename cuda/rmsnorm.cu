@@ -8,7 +8,7 @@ namespace echo::gpu {
 namespace {
 
 __global__ void forward_kernel(const float* x, const float* w, float* y, float* rstd, int64_t d, float eps) {
-  extern __shared__ float shared[];
+  ECHO_DYNAMIC_SHARED(float, shared);
   const int64_t r = blockIdx.x;
   const float* xr = x + r * d;
   float* yr = y + r * d;
@@ -23,7 +23,7 @@ __global__ void forward_kernel(const float* x, const float* w, float* y, float* 
 // dx_j += r·w_j·dy_j − x_j · r³/d · Σ_k dy_k w_k x_k
 __global__ void backward_dx_kernel(const float* x, const float* w, const float* rstd, const float* dy, float* dx,
                                    int64_t d) {
-  extern __shared__ float shared[];
+  ECHO_DYNAMIC_SHARED(float, shared);
   const int64_t r = blockIdx.x;
   const float *xr = x + r * d, *dyr = dy + r * d;
   float* dxr = dx + r * d;
@@ -50,7 +50,7 @@ void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int6
   if (rows == 0) return;
   const int threads = row_threads(d);
   const unsigned blocks = row_blocks(rows, "rmsnorm_forward");
-  forward_kernel<<<blocks, threads, threads * sizeof(float)>>>(x, w, y, rstd, d, eps);
+  ECHO_LAUNCH(forward_kernel, blocks, threads, threads * sizeof(float))(x, w, y, rstd, d, eps);
   check_launch("rmsnorm_forward");
 }
 
@@ -60,7 +60,7 @@ void rmsnorm_backward(const float* x, const float* w, const float* rstd, const f
   if (dx) {
     const int threads = row_threads(d);
     const unsigned blocks = row_blocks(rows, "rmsnorm_backward (dx)");
-    backward_dx_kernel<<<blocks, threads, threads * sizeof(float)>>>(x, w, rstd, dy, dx, d);
+    ECHO_LAUNCH(backward_dx_kernel, blocks, threads, threads * sizeof(float))(x, w, rstd, dy, dx, d);
     check_launch("rmsnorm_backward (dx)");
   }
   if (dw) add_column_sums(rows, d, DwTerm{x, rstd, dy, d}, dw, workspace, "rmsnorm_backward (dw)");

@@ -42,14 +42,14 @@ void transpose_dims(const float* x, float* out, int64_t A, int64_t n0, int64_t B
                     bool accumulate) {
   const int64_t total = A * n0 * B * n1 * C;
   if (total == 0) return;
-  transpose_kernel<<<grid_for(total), kThreads>>>(x, out, A, n0, B, n1, C, accumulate);
+  ECHO_LAUNCH(transpose_kernel, grid_for(total), kThreads)(x, out, A, n0, B, n1, C, accumulate);
   check_launch("transpose");
 }
 void copy_block(const float* src, int64_t src_n, int64_t src_offset, float* dst, int64_t dst_n,
                 int64_t dst_offset, int64_t A, int64_t count, int64_t C, bool accumulate) {
   const int64_t total = A * count * C;
   if (total == 0) return;
-  copy_block_kernel<<<grid_for(total), kThreads>>>(src, src_n, src_offset, dst, dst_n, dst_offset, A, count, C,
+  ECHO_LAUNCH(copy_block_kernel, grid_for(total), kThreads)(src, src_n, src_offset, dst, dst_n, dst_offset, A, count, C,
                                                    accumulate);
   check_launch("copy_block (slice/concat)");
 }

@@ -147,7 +147,7 @@ __global__ void segsum_kernel(Geo g, const float* dt, const float* A, float* L) 
 
 // CPU: chunk_gram. CB_ij = C_i·B_j per (b, c, group), tiles on or below the diagonal.
 __global__ void bmm_chunk_kernel(Geo g, const float* B, const float* C, float* CB) {
-  __shared__ TileSmem sm;
+  ECHO_SHARED(TileSmem, sm);
   const int64_t tq = tiles(g.Q);
   const BlockPos pos = block_pos(tq * tq, g.chunks);
   const int64_t i0 = (pos.tile / tq) * kTile, j0 = (pos.tile % tq) * kTile;
@@ -168,7 +168,7 @@ __global__ void bmm_chunk_kernel(Geo g, const float* B, const float* C, float* C
 // CPU: chunk_state. S_c(p, n) = Σ_j exp(cout_j) dt_j x_j[p] B_j[n] per (b, h, c).
 __global__ void chunk_state_kernel(Geo g, const float* x, const float* dt, const float* B, const float* cout,
                                    float* states) {
-  __shared__ TileSmem sm;
+  ECHO_SHARED(TileSmem, sm);
   const int64_t tn = tiles(g.N);
   const BlockPos pos = block_pos(tiles(g.P) * tn, g.chunks);
   const int64_t p0 = (pos.tile / tn) * kTile, n0 = (pos.tile % tn) * kTile;
@@ -211,7 +211,7 @@ __global__ void state_passing_kernel(Geo g, const float* cin, const float* h0, f
 __global__ void chunk_scan_kernel(Geo g, const float* x, const float* dt, const float* C, const float* D,
                                   const float* cin, const float* L, const float* CB, const float* states,
                                   float* y) {
-  __shared__ TileSmem sm;
+  ECHO_SHARED(TileSmem, sm);
   const int64_t tp = tiles(g.P);
   const BlockPos pos = block_pos(tiles(g.Q) * tp, g.chunks);
   const int64_t i0 = (pos.tile / tp) * kTile, p0 = (pos.tile % tp) * kTile;
@@ -246,7 +246,7 @@ __global__ void chunk_scan_kernel(Geo g, const float* x, const float* dt, const 
 
 // CPU: chunk_state_bwd. E_c(p, n) = Σ_i exp(cin_i) dy_i[p] C_i[n].
 __global__ void chunk_state_bwd_kernel(Geo g, const float* dy, const float* C, const float* cin, float* dstates) {
-  __shared__ TileSmem sm;
+  ECHO_SHARED(TileSmem, sm);
   const int64_t tn = tiles(g.N);
   const BlockPos pos = block_pos(tiles(g.P) * tn, g.chunks);
   const int64_t p0 = (pos.tile / tn) * kTile, n0 = (pos.tile % tn) * kTile;
@@ -287,7 +287,7 @@ __global__ void state_passing_bwd_kernel(Geo g, const float* cin, const float* d
 // CPU: "dM = dY Xᵀ" in chunk_scan_bwd. dM_ij = dy_i·x_j per (b, h, c), tiles on or
 // below the diagonal.
 __global__ void dm_kernel(Geo g, const float* x, const float* dy, float* dM) {
-  __shared__ TileSmem sm;
+  ECHO_SHARED(TileSmem, sm);
   const int64_t tq = tiles(g.Q);
   const BlockPos pos = block_pos(tq * tq, g.chunks);
   const int64_t i0 = (pos.tile / tq) * kTile, j0 = (pos.tile % tq) * kTile;
@@ -370,7 +370,7 @@ __global__ void row_prefix_kernel(Geo g, float* W) {
 // dx_j += Σ_{i≥j} M_ij dy_i + exp(cout_j) dt_j dS B_j + D dy_j.
 __global__ void dx_kernel(Geo g, const float* dt, const float* B, const float* D, const float* cout,
                           const float* L, const float* CB, const float* dstates, const float* dy, float* dx) {
-  __shared__ TileSmem sm;
+  ECHO_SHARED(TileSmem, sm);
   const int64_t tp = tiles(g.P);
   const BlockPos pos = block_pos(tiles(g.Q) * tp, g.chunks);
   const int64_t j0 = (pos.tile / tp) * kTile, p0 = (pos.tile % tp) * kTile;
@@ -405,7 +405,7 @@ __global__ void dx_kernel(Geo g, const float* dt, const float* B, const float* D
 // dB_j += Σ_{i≥j} dCB_ij C_i + Σ_heads exp(cout_j) dt_j dSᵀ x_j.
 __global__ void dB_kernel(Geo g, const float* x, const float* dt, const float* C, const float* cout,
                           const float* dCB, const float* dstates, float* dB) {
-  __shared__ TileSmem sm;
+  ECHO_SHARED(TileSmem, sm);
   const int64_t tn = tiles(g.N);
   const BlockPos pos = block_pos(tiles(g.Q) * tn, g.chunks);
   const int64_t j0 = (pos.tile / tn) * kTile, n0 = (pos.tile % tn) * kTile;
@@ -437,7 +437,7 @@ __global__ void dB_kernel(Geo g, const float* x, const float* dt, const float* C
 // dC_i += Σ_{j≤i} dCB_ij B_j + Σ_heads exp(cin_i) h_cᵀ dy_i.
 __global__ void dC_kernel(Geo g, const float* B, const float* cin, const float* dCB, const float* states,
                           const float* dy, float* dC) {
-  __shared__ TileSmem sm;
+  ECHO_SHARED(TileSmem, sm);
   const int64_t tn = tiles(g.N);
   const BlockPos pos = block_pos(tiles(g.Q) * tn, g.chunks);
   const int64_t i0 = (pos.tile / tn) * kTile, n0 = (pos.tile % tn) * kTile;
@@ -476,7 +476,7 @@ __device__ inline float row_sum16(float v) {
 // (i, n); the tile's share of the dot over n goes to w_in_part[(b,h,c), n-tile, i].
 __global__ void w_in_kernel(Geo g, const float* C, const float* cin, const float* states, const float* dy,
                             float* w_in_part) {
-  __shared__ TileSmem sm;
+  ECHO_SHARED(TileSmem, sm);
   const int64_t tn = tiles(g.N);
   const BlockPos pos = block_pos(tiles(g.Q) * tn, g.chunks);
   const int64_t i0 = (pos.tile / tn) * kTile, nt = pos.tile % tn, n0 = nt * kTile;
@@ -511,7 +511,7 @@ __global__ void w_in_kernel(Geo g, const float* C, const float* cin, const float
 // CPU: V = B dSᵀ and xv_j = x_j·V_j. Per (b, h, c) and tile of (j, p); the tile's
 // share of the dot over p goes to xv_part[(b,h,c), p-tile, j].
 __global__ void w_out_kernel(Geo g, const float* x, const float* B, const float* dstates, float* xv_part) {
-  __shared__ TileSmem sm;
+  ECHO_SHARED(TileSmem, sm);
   const int64_t tp = tiles(g.P);
   const BlockPos pos = block_pos(tiles(g.Q) * tp, g.chunks);
   const int64_t j0 = (pos.tile / tp) * kTile, pt = pos.tile % tp, p0 = pt * kTile;
@@ -544,7 +544,7 @@ __global__ void w_out_kernel(Geo g, const float* x, const float* B, const float*
 
 // CPU: w_chunk = exp(cin_last) <dS, h_c>. One block of kThreads per (b, h, c).
 __global__ void w_chunk_kernel(Geo g, const float* cin, const float* states, const float* dstates, float* w_chunk) {
-  __shared__ float red[kThreads];
+  ECHO_SHARED(float, red, [kThreads]);
   const int64_t ch = blockIdx.x, c = ch % g.chunks, PN = g.P * g.N;
   float s = 0.f;
   for (int64_t e = threadIdx.x; e < PN; e += blockDim.x) s += dstates[ch * PN + e] * states[ch * PN + e];
@@ -597,7 +597,7 @@ __global__ void dD_terms_kernel(Geo g, const float* x, const float* dy, float* d
 // CPU: the final per-head sums. One block per head: dA[h] += Σ_{b,t} dA_terms,
 // dD[h] += Σ_{b,t} dD_terms (when D is present). kThreads threads a block.
 __global__ void head_sums_kernel(Geo g, const float* dA_terms, const float* dD_terms, float* dA, float* dD) {
-  __shared__ float red[kThreads];
+  ECHO_SHARED(float, red, [kThreads]);
   const int64_t h = blockIdx.x, n = g.batch * g.T;
   float sa = 0.f, sd = 0.f;
   for (int64_t e = threadIdx.x; e < n; e += blockDim.x) {
@@ -686,7 +686,10 @@ int64_t backward_layout(const Geo& g, float* base, BackwardWs* ws) {
 
 // Launch helpers: skip empty grids (a zero-block launch is an error).
 inline void check(const char* what) { check_launch(what); }
-inline int64_t tile_blocks(int64_t n_tiles, const Geo& g, int64_t outer) { return n_tiles * g.chunks * outer; }
+// gridDim.x of a tile grid, checked (a bare narrowing to dim3 would drop blocks past 2³²).
+inline unsigned tile_blocks(int64_t n_tiles, const Geo& g, int64_t outer) {
+  return row_blocks(n_tiles * g.chunks * outer, "ssd_scan");
+}
 
 }  // namespace
 
@@ -708,22 +711,22 @@ void ssd_scan_forward(const SsdDims& d, const float* x, const float* dt, const f
   forward_layout(g, workspace, &ws);
   const int64_t tq = tiles(g.Q);
   if (g.chunks > 0) {
-    chunk_cumsum_kernel<<<grid_for(g.batch * g.H * g.chunks), kThreads>>>(g, dt, A, ws.cin, ws.cout);
+    ECHO_LAUNCH(chunk_cumsum_kernel, grid_for(g.batch * g.H * g.chunks), kThreads)(g, dt, A, ws.cin, ws.cout);
     check("ssd_scan chunk_cumsum");
-    chunk_state_kernel<<<tile_blocks(tiles(g.P) * tiles(g.N), g, g.batch * g.H), kTileThreads>>>(g, x, dt, B, ws.cout,
+    ECHO_LAUNCH(chunk_state_kernel, tile_blocks(tiles(g.P) * tiles(g.N), g, g.batch * g.H), kTileThreads)(g, x, dt, B, ws.cout,
                                                                                                   states);
     check("ssd_scan chunk_state");
   }
   if (g.batch * g.H * g.P * g.N > 0) {
-    state_passing_kernel<<<grid_for(g.batch * g.H * g.P * g.N), kThreads>>>(g, ws.cin, h0, states, h_final);
+    ECHO_LAUNCH(state_passing_kernel, grid_for(g.batch * g.H * g.P * g.N), kThreads)(g, ws.cin, h0, states, h_final);
     check("ssd_scan state_passing");
   }
   if (g.chunks > 0) {
-    segsum_kernel<<<grid_for(g.batch * g.H * g.chunks * g.Q), kThreads>>>(g, dt, A, ws.L);
+    ECHO_LAUNCH(segsum_kernel, grid_for(g.batch * g.H * g.chunks * g.Q), kThreads)(g, dt, A, ws.L);
     check("ssd_scan segsum");
-    bmm_chunk_kernel<<<tile_blocks(tq * tq, g, g.batch * g.G), kTileThreads>>>(g, B, C, ws.CB);
+    ECHO_LAUNCH(bmm_chunk_kernel, tile_blocks(tq * tq, g, g.batch * g.G), kTileThreads)(g, B, C, ws.CB);
     check("ssd_scan bmm_chunk");
-    chunk_scan_kernel<<<tile_blocks(tq * tiles(g.P), g, g.batch * g.H), kTileThreads>>>(g, x, dt, C, D, ws.cin, ws.L,
+    ECHO_LAUNCH(chunk_scan_kernel, tile_blocks(tq * tiles(g.P), g, g.batch * g.H), kTileThreads)(g, x, dt, C, D, ws.cin, ws.L,
                                                                                          ws.CB, states, y);
     check("ssd_scan chunk_scan");
   }
@@ -740,49 +743,49 @@ void ssd_scan_backward(const SsdDims& d, const float* x, const float* dt, const 
   const int64_t tq = tiles(g.Q), tp = tiles(g.P), tn = tiles(g.N);
   const int64_t bhcq = g.batch * g.H * g.chunks * g.Q;
   if (g.chunks > 0) {
-    chunk_cumsum_kernel<<<grid_for(g.batch * g.H * g.chunks), kThreads>>>(g, dt, A, ws.cin, ws.cout);
+    ECHO_LAUNCH(chunk_cumsum_kernel, grid_for(g.batch * g.H * g.chunks), kThreads)(g, dt, A, ws.cin, ws.cout);
     check("ssd_scan backward chunk_cumsum");
-    segsum_kernel<<<grid_for(bhcq), kThreads>>>(g, dt, A, ws.L);
+    ECHO_LAUNCH(segsum_kernel, grid_for(bhcq), kThreads)(g, dt, A, ws.L);
     check("ssd_scan backward segsum");
-    bmm_chunk_kernel<<<tile_blocks(tq * tq, g, g.batch * g.G), kTileThreads>>>(g, B, C, ws.CB);
+    ECHO_LAUNCH(bmm_chunk_kernel, tile_blocks(tq * tq, g, g.batch * g.G), kTileThreads)(g, B, C, ws.CB);
     check("ssd_scan backward bmm_chunk");
-    chunk_state_bwd_kernel<<<tile_blocks(tp * tn, g, g.batch * g.H), kTileThreads>>>(g, dy, C, ws.cin, ws.dstates);
+    ECHO_LAUNCH(chunk_state_bwd_kernel, tile_blocks(tp * tn, g, g.batch * g.H), kTileThreads)(g, dy, C, ws.cin, ws.dstates);
     check("ssd_scan chunk_state_bwd");
   }
   if (g.batch * g.H * g.P * g.N > 0) {  // with no chunks this is dh0 += dh_final
-    state_passing_bwd_kernel<<<grid_for(g.batch * g.H * g.P * g.N), kThreads>>>(g, ws.cin, dh_final, ws.dstates, dh0);
+    ECHO_LAUNCH(state_passing_bwd_kernel, grid_for(g.batch * g.H * g.P * g.N), kThreads)(g, ws.cin, dh_final, ws.dstates, dh0);
     check("ssd_scan state_passing_bwd");
   }
   if (g.chunks == 0) return;
-  dm_kernel<<<tile_blocks(tq * tq, g, g.batch * g.H), kTileThreads>>>(g, x, dy, ws.dM);
+  ECHO_LAUNCH(dm_kernel, tile_blocks(tq * tq, g, g.batch * g.H), kTileThreads)(g, x, dy, ws.dM);
   check("ssd_scan dm");
-  dcb_kernel<<<grid_for(g.batch * g.chunks * g.G * g.Q * g.Q), kThreads>>>(g, dt, ws.L, ws.dM, ws.dCB);
+  ECHO_LAUNCH(dcb_kernel, grid_for(g.batch * g.chunks * g.G * g.Q * g.Q), kThreads)(g, dt, ws.L, ws.dM, ws.dCB);
   check("ssd_scan dcb");
-  ddt_diag_kernel<<<grid_for(bhcq), kThreads>>>(g, dt, ws.L, ws.CB, ws.dM, ws.ddt_diag);
+  ECHO_LAUNCH(ddt_diag_kernel, grid_for(bhcq), kThreads)(g, dt, ws.L, ws.CB, ws.dM, ws.ddt_diag);
   check("ssd_scan ddt_diag");
-  row_prefix_kernel<<<grid_for(bhcq), kThreads>>>(g, ws.dM);
+  ECHO_LAUNCH(row_prefix_kernel, grid_for(bhcq), kThreads)(g, ws.dM);
   check("ssd_scan row_prefix");
-  dx_kernel<<<tile_blocks(tq * tp, g, g.batch * g.H), kTileThreads>>>(g, dt, B, D, ws.cout, ws.L, ws.CB, ws.dstates,
+  ECHO_LAUNCH(dx_kernel, tile_blocks(tq * tp, g, g.batch * g.H), kTileThreads)(g, dt, B, D, ws.cout, ws.L, ws.CB, ws.dstates,
                                                                       dy, dx);
   check("ssd_scan dx");
-  dB_kernel<<<tile_blocks(tq * tn, g, g.batch * g.G), kTileThreads>>>(g, x, dt, C, ws.cout, ws.dCB, ws.dstates, dB);
+  ECHO_LAUNCH(dB_kernel, tile_blocks(tq * tn, g, g.batch * g.G), kTileThreads)(g, x, dt, C, ws.cout, ws.dCB, ws.dstates, dB);
   check("ssd_scan dB");
-  dC_kernel<<<tile_blocks(tq * tn, g, g.batch * g.G), kTileThreads>>>(g, B, ws.cin, ws.dCB, states, dy, dC);
+  ECHO_LAUNCH(dC_kernel, tile_blocks(tq * tn, g, g.batch * g.G), kTileThreads)(g, B, ws.cin, ws.dCB, states, dy, dC);
   check("ssd_scan dC");
-  w_in_kernel<<<tile_blocks(tq * tn, g, g.batch * g.H), kTileThreads>>>(g, C, ws.cin, states, dy, ws.w_in_part);
+  ECHO_LAUNCH(w_in_kernel, tile_blocks(tq * tn, g, g.batch * g.H), kTileThreads)(g, C, ws.cin, states, dy, ws.w_in_part);
   check("ssd_scan w_in");
-  w_out_kernel<<<tile_blocks(tq * tp, g, g.batch * g.H), kTileThreads>>>(g, x, B, ws.dstates, ws.xv_part);
+  ECHO_LAUNCH(w_out_kernel, tile_blocks(tq * tp, g, g.batch * g.H), kTileThreads)(g, x, B, ws.dstates, ws.xv_part);
   check("ssd_scan w_out");
-  w_chunk_kernel<<<g.batch * g.H * g.chunks, kThreads>>>(g, ws.cin, states, ws.dstates, ws.w_chunk);
+  ECHO_LAUNCH(w_chunk_kernel, row_blocks(g.batch * g.H * g.chunks, "ssd_scan"), kThreads)(g, ws.cin, states, ws.dstates, ws.w_chunk);
   check("ssd_scan w_chunk");
-  da_kernel<<<grid_for(bhcq), kThreads>>>(g, dt, A, ws.cout, ws.dM, ws.ddt_diag, ws.w_in_part, ws.xv_part,
+  ECHO_LAUNCH(da_kernel, grid_for(bhcq), kThreads)(g, dt, A, ws.cout, ws.dM, ws.ddt_diag, ws.w_in_part, ws.xv_part,
                                           ws.w_chunk, ddt, ws.dA_terms);
   check("ssd_scan da");
   if (dD) {
-    dD_terms_kernel<<<grid_for(g.batch * g.T * g.H), kThreads>>>(g, x, dy, ws.dD_terms);
+    ECHO_LAUNCH(dD_terms_kernel, grid_for(g.batch * g.T * g.H), kThreads)(g, x, dy, ws.dD_terms);
     check("ssd_scan dD_terms");
   }
-  head_sums_kernel<<<g.H, kThreads>>>(g, ws.dA_terms, ws.dD_terms, dA, dD);
+  ECHO_LAUNCH(head_sums_kernel, g.H, kThreads)(g, ws.dA_terms, ws.dD_terms, dA, dD);
   check("ssd_scan head_sums");
 }
 
@@ -791,7 +794,7 @@ void ssd_step(const float* x, const float* dt, const float* A, const float* B, c
   const int64_t warps = batch * H * P;
   if (warps == 0) return;
   const int64_t threads = warps * 32;
-  step_kernel<<<static_cast<int>((threads + kThreads - 1) / kThreads), kThreads>>>(x, dt, A, B, C, D, state, y, batch,
+  ECHO_LAUNCH(step_kernel, static_cast<int>((threads + kThreads - 1) / kThreads), kThreads)(x, dt, A, B, C, D, state, y, batch,
                                                                                  H, P, G, N);
   check_launch("ssd_step");
 }

@@ -160,7 +160,7 @@ void td0_simulate(int model, int sampling, int64_t runs, int64_t steps, const ui
   check_cuda(cudaMalloc(&d_theta, size_t(runs) * num_params * sizeof(double)), "td0_simulate: alloc");
   const int threads = 128;
   const int64_t blocks = (runs + threads - 1) / threads;
-  td0_chain_kernel<<<(unsigned)blocks, threads>>>(model, sampling, runs, steps, d_states, d_x0, d_theta0, d_star,
+  ECHO_LAUNCH(td0_chain_kernel, (unsigned)blocks, threads)(model, sampling, runs, steps, d_states, d_x0, d_theta0, d_star,
                                                   num_params, d_p, d_cdf, N, d_whiten, hidden, input_mean,
                                                   input_scale, discount,
                                                   feature_scale, hold, alpha0, t0, eta, d_grid, grid_len, d_err,

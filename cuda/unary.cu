@@ -38,12 +38,12 @@ __global__ void backward_kernel(int kind, const float* x, const float* y, const 
 
 void unary_forward(int kind, const float* x, float* y, int64_t n) {
   if (n == 0) return;
-  forward_kernel<<<grid_for(n), kThreads>>>(kind, x, y, n);
+  ECHO_LAUNCH(forward_kernel, grid_for(n), kThreads)(kind, x, y, n);
   check_launch("unary_forward");
 }
 void unary_backward(int kind, const float* x, const float* y, const float* dy, float* dx, int64_t n) {
   if (n == 0) return;
-  backward_kernel<<<grid_for(n), kThreads>>>(kind, x, y, dy, dx, n);
+  ECHO_LAUNCH(backward_kernel, grid_for(n), kThreads)(kind, x, y, dy, dx, n);
   check_launch("unary_backward");
 }
 

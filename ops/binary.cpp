@@ -8,6 +8,8 @@
 //   db_j += Σ_r dy_{r,j} · ∂f/∂b(a_{r,j}, b_j)
 // The sum over rows is deterministic, in fixed row chunks (ops/reductions.h);
 // cuda/binary.cu uses the very same partition.
+#include "autograd/random.h"
+#include "ops/runner.h"
 #include "ops/binary.h"
 
 #include <vector>
@@ -191,5 +193,36 @@ Tensor mul(const Tensor& a, const Tensor& b) { return binary(kMul, a, b); }
 Tensor div(const Tensor& a, const Tensor& b) { return binary(kDiv, a, b); }
 Tensor scale(const Tensor& x, double alpha) { return affine("scale", x, alpha, 0.0); }
 Tensor add_scalar(const Tensor& x, double value) { return affine("add_scalar", x, 1.0, value); }
+
+// Runner entries: add, sub, mul, div (a, b with b's shape a suffix of a's) and
+// scale (alpha·x), add_scalar (x + value).
+std::vector<RunnerOp> runner_ops_binary() {
+  std::vector<RunnerOp> ops;
+  for (int kind = kAdd; kind <= kDiv; ++kind)
+    ops.push_back(make_runner_op(
+        kNames[kind], {"a", "b"}, {},
+        [kind](const std::vector<Tensor>& in, const OpAttrs&) { return binary(kind, in[0], in[1]); },
+        [kind](Rng& rng, OpAttrs&, int v) {
+          if (v > 2) return NamedTensors{};
+          const Shape a_shape = v == 0 ? Shape{2, 3, 4} : (v == 1 ? Shape{5, 37, 29} : Shape{1030});
+          const Shape b_shape = v == 0 ? Shape{3, 4} : (v == 1 ? Shape{29} : Shape{1030});
+          Tensor b = randn(b_shape, rng, DType::F64);
+          if (kind == kDiv) b = rand_uniform(b_shape, rng, 0.5, 2.0, DType::F64);  // away from 0
+          return NamedTensors{{"a", randn(a_shape, rng, DType::F64)}, {"b", b}};
+        }));
+  auto affine_cases = [](Rng& rng, OpAttrs&, int v) {
+    const Shape shapes[] = {{2, 5}, {7, 301}, {1}};
+    if (v > 2) return NamedTensors{};
+    return NamedTensors{{"x", randn(shapes[v], rng, DType::F64)}};
+  };
+  ops.push_back(make_runner_op(
+      "scale", {"x"}, {{"alpha", 0.75}},
+      [](const std::vector<Tensor>& in, const OpAttrs& a) { return scale(in[0], a.at("alpha")); }, affine_cases));
+  ops.push_back(make_runner_op(
+      "add_scalar", {"x"}, {{"value", -1.5}},
+      [](const std::vector<Tensor>& in, const OpAttrs& a) { return add_scalar(in[0], a.at("value")); },
+      affine_cases));
+  return ops;
+}
 
 }  // namespace echo

@@ -429,12 +429,17 @@ RunnerOp runner_op_causal_attention() {
     const double base = it != attrs.end() ? it->second : 10000.0;
     return NamedTensors{{"y", causal_attention(in.at("q"), in.at("k"), in.at("v"), base)}};
   };
-  op.example = [](Rng& rng, OpAttrs& attrs) {
+  op.cases = [](Rng& rng, OpAttrs& attrs, int variant) {
+    // variant 0: the gradcheck example; 1, 2: several key tiles (32) and query
+    // blocks (4 rows), T not a multiple of either, head dims 32 and 64.
+    const Shape shapes[] = {{2, 7, 2, 8}, {2, 45, 3, 32}, {1, 70, 2, 64}};
+    if (variant > 2) return NamedTensors{};
     attrs["rope_base"] = 10000.0;
-    return NamedTensors{{"q", randn({2, 7, 2, 8}, rng, DType::F64)},
-                        {"k", randn({2, 7, 2, 8}, rng, DType::F64)},
-                        {"v", randn({2, 7, 2, 8}, rng, DType::F64)}};
+    return NamedTensors{{"q", randn(shapes[variant], rng, DType::F64)},
+                        {"k", randn(shapes[variant], rng, DType::F64)},
+                        {"v", randn(shapes[variant], rng, DType::F64)}};
   };
+  op.example = [cases = op.cases](Rng& rng, OpAttrs& attrs) { return cases(rng, attrs, 0); };
   return op;
 }
 

@@ -182,11 +182,16 @@ RunnerOp runner_op_causal_conv1d() {
     Tensor bias = in.count("bias") ? in.at("bias") : Tensor();
     return NamedTensors{{"y", causal_conv1d(in.at("x"), in.at("w"), bias)}};
   };
-  op.example = [](Rng& rng, OpAttrs&) {
-    return NamedTensors{{"x", randn({2, 9, 6}, rng, DType::F64)},
-                        {"w", randn({6, 4}, rng, DType::F64, Device::CPU, 0.5)},
-                        {"bias", randn({6}, rng, DType::F64)}};
+  op.cases = [](Rng& rng, OpAttrs&, int variant) {
+    // variant 1, 2: channels past one block of 256 threads, rows past one chunk.
+    const int64_t b[] = {2, 3, 1}, T[] = {9, 70, 300}, C[] = {6, 37, 260}, W[] = {4, 4, 3};
+    if (variant > 2) return NamedTensors{};
+    const int v = variant;
+    return NamedTensors{{"x", randn({b[v], T[v], C[v]}, rng, DType::F64)},
+                        {"w", randn({C[v], W[v]}, rng, DType::F64, Device::CPU, 0.5)},
+                        {"bias", randn({C[v]}, rng, DType::F64)}};
   };
+  op.example = [cases = op.cases](Rng& rng, OpAttrs& attrs) { return cases(rng, attrs, 0); };
   return op;
 }
 

@@ -10,6 +10,8 @@
 // the loss is deterministic. Targets are checked on the host (for targets on
 // the GPU: one device-to-host copy of the targets per forward); a target that
 // is neither ignore_index nor in [0, V) is an error naming it and V.
+#include "autograd/random.h"
+#include "ops/runner.h"
 #include "ops/cross_entropy.h"
 
 #include <cmath>
@@ -125,6 +127,26 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
     });
   }
   return loss;
+}
+
+// Runner entry: `echo-lm op cross_entropy` (logits [.., V], targets [..] integers,
+// -100 ignored) -> the mean loss.
+std::vector<RunnerOp> runner_ops_cross_entropy() {
+  return {make_runner_op(
+      "cross_entropy", {"logits", "targets"}, {{"ignore_index", -100}},
+      [](const std::vector<Tensor>& in, const OpAttrs& a) {
+        return cross_entropy(in[0], in[1], static_cast<int64_t>(a.at("ignore_index")));
+      },
+      [](Rng& rng, OpAttrs&, int v) {
+        const int64_t rows[] = {6, 45, 3}, V[] = {11, 300, 1030};
+        if (v > 2) return NamedTensors{};
+        std::vector<int64_t> t(rows[v]);
+        for (size_t i = 0; i < t.size(); ++i)
+          t[i] = i % 4 == 3 ? -100 : static_cast<int64_t>(rng.uniform(0.0, 1.0) * V[v]) % V[v];
+        return NamedTensors{{"logits", randn({1, rows[v], V[v]}, rng, DType::F64, Device::CPU, 2.0)},
+                            {"targets", Tensor::from_ints(t, {1, rows[v]}, v == 1 ? DType::I32 : DType::I64)}};
+      },
+      "loss", {"targets"})};
 }
 
 }  // namespace echo

@@ -11,6 +11,8 @@
 // the ids (N integers) and a synchronisation per forward; the same host copy
 // yields the grouping for the backward, which is uploaded (V+1+N int32) only
 // when the weight requires grad. Ids may live on the CPU or on the weight's device.
+#include "autograd/random.h"
+#include "ops/runner.h"
 #include "ops/embedding.h"
 
 #include <algorithm>
@@ -122,6 +124,22 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
     });
   }
   return out;
+}
+
+// Runner entry: `echo-lm op embedding` (weight [V, d], ids [..] integers).
+std::vector<RunnerOp> runner_ops_embedding() {
+  return {make_runner_op(
+      "embedding", {"weight", "ids"}, {},
+      [](const std::vector<Tensor>& in, const OpAttrs&) { return embedding(in[0], in[1]); },
+      [](Rng& rng, OpAttrs&, int v) {
+        const int64_t V[] = {7, 61, 300}, d[] = {5, 40, 300}, n[] = {9, 150, 77};
+        if (v > 2) return NamedTensors{};
+        std::vector<int64_t> ids(n[v]);
+        for (auto& id : ids) id = static_cast<int64_t>(rng.uniform(0.0, 1.0) * V[v]) % V[v];
+        return NamedTensors{{"weight", randn({V[v], d[v]}, rng, DType::F64)},
+                            {"ids", Tensor::from_ints(ids, {1, n[v]}, v == 1 ? DType::I32 : DType::I64)}};
+      },
+      "y", {"ids"})};
 }
 
 }  // namespace echo

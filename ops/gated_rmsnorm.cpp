@@ -134,12 +134,16 @@ RunnerOp runner_op_gated_rmsnorm() {
     const double eps = it != attrs.end() ? it->second : 1e-5;
     return NamedTensors{{"y", gated_rmsnorm(in.at("x"), in.at("z"), in.at("w"), eps)}};
   };
-  op.example = [](Rng& rng, OpAttrs& attrs) {
+  op.cases = [](Rng& rng, OpAttrs& attrs, int variant) {
+    const Shape shapes[] = {{2, 5, 16}, {3, 37, 100}, {1, 9, 300}};
+    if (variant > 2) return NamedTensors{};
+    const Shape& s = shapes[variant];
     attrs["eps"] = 1e-5;
-    return NamedTensors{{"x", randn({2, 5, 16}, rng, DType::F64)},
-                        {"z", randn({2, 5, 16}, rng, DType::F64, Device::CPU, 2.0)},
-                        {"w", randn({16}, rng, DType::F64)}};
+    return NamedTensors{{"x", randn(s, rng, DType::F64)},
+                        {"z", randn(s, rng, DType::F64, Device::CPU, 2.0)},
+                        {"w", randn({s.back()}, rng, DType::F64)}};
   };
+  op.example = [cases = op.cases](Rng& rng, OpAttrs& attrs) { return cases(rng, attrs, 0); };
   return op;
 }
 

@@ -912,6 +912,11 @@ template <typename T> OperatorState<T> make_state(Buffers& b) {
 
 #if ECHO_HAVE_CUDA
 gpu::KoopmanDims gpu_dims(const Geometry& g) {
+  // The kernels index in int: blocks b·H·n_chunks (and b·H·tiles of the statistics) and T.
+  const int64_t blocks = g.b * g.H * std::max<int64_t>(g.n_chunks, (2 * g.r * g.r + g.r * g.P + 255) / 256);
+  if (blocks > INT_MAX || g.T > INT_MAX)
+    op_error(kOp, "shape too large for the CUDA kernels (b·H·chunks = " + std::to_string(blocks) + ", T = " +
+                      std::to_string(g.T) + "; at most 2^31 - 1)");
   gpu::KoopmanDims d;
   d.b = static_cast<int>(g.b);
   d.T = static_cast<int>(g.T);
@@ -1207,9 +1212,14 @@ RunnerOp runner_op_koopman_fit() {
   // bound σ̂ by 1 (a weak write followed by a strong one can exceed it), so keys are
   // redrawn until every operator has σ̂ ≤ 0.9: then α ≡ 1 under small perturbations,
   // the condition for a finite-difference check of the detached α (spec §1.4).
-  op.example = [](Rng& rng, OpAttrs& attrs) {
-    const int64_t b = 2, T = 40, H = 2, r = 4, P = 3, S = 12;
-    const int K = 2;
+  op.cases = [](Rng& rng, OpAttrs& attrs, int variant) {
+    // variant 0: the gradcheck example; 1: shapes that fill several warps and
+    // tiles, T % S ≠ 0; 2: prefix mode (a mask), power filter K = 1.
+    if (variant > 2) return NamedTensors{};
+    const int64_t b = variant == 1 ? 2 : (variant == 2 ? 1 : 2), T = variant == 0 ? 40 : (variant == 1 ? 150 : 77);
+    const int64_t H = variant == 1 ? 3 : 2, r = variant == 0 ? 4 : (variant == 1 ? 33 : 16);
+    const int64_t P = variant == 0 ? 3 : (variant == 1 ? 40 : 20), S = variant == 0 ? 12 : (variant == 1 ? 64 : 32);
+    const int K = variant == 2 ? 1 : 2;
     attrs["chunk_size"] = S;
     attrs["ridge"] = 1e-3;
     attrs["power_steps"] = K;
@@ -1219,9 +1229,14 @@ RunnerOp runner_op_koopman_fit() {
     o.power_steps = K;
     NamedTensors in;
     in["beta"] = rand_uniform({b, T, H}, rng, 0.7, 1.0, DType::F64);
+    if (variant == 2) {
+      std::vector<double> m(b * T);
+      for (int64_t i = 0; i < b * T; ++i) m[i] = (i % T) < T / 2 + 3 * (i / T) ? 1.0 : 0.0;
+      in["mask"] = Tensor::from_vector(m, {b, T}, DType::F64);
+    }
     for (int attempt = 0; attempt < 100; ++attempt) {
       in["k"] = l2_normalised(randn({b, T, H, r}, rng, DType::F64));
-      const auto sigma = koopman_fit_sigma(in["k"], in["beta"], Tensor(), o).to_vector();
+      const auto sigma = koopman_fit_sigma(in["k"], in["beta"], in.count("mask") ? in["mask"] : Tensor(), o).to_vector();
       if (*std::max_element(sigma.begin(), sigma.end()) <= 0.9) break;
     }
     in["q"] = l2_normalised(randn({b, T, H, r}, rng, DType::F64));
@@ -1230,6 +1245,7 @@ RunnerOp runner_op_koopman_fit() {
     in["coef"] = randn({H, K + 1}, rng, DType::F64, Device::CPU, 0.5);
     return in;
   };
+  op.example = [cases = op.cases](Rng& rng, OpAttrs& attrs) { return cases(rng, attrs, 0); };
   return op;
 }
 

@@ -12,6 +12,8 @@
 // [ω², −γω; −γω, γ²]/ρ³, so dγ = (ω² dγ' − γω dω')/ρ³, dω = (γ² dω' − γω dγ')/ρ³.
 // The row sums use fixed row chunks summed in order (ops/reductions.h:
 // deterministic, no atomics).
+#include "autograd/random.h"
+#include "ops/runner.h"
 #include "ops/koopman_rotate.h"
 
 #include <algorithm>
@@ -137,6 +139,21 @@ Tensor koopman_rotate(const Tensor& g, const Tensor& rot_gamma, const Tensor& ro
            });
   }
   return z;
+}
+
+// Runner entry: `echo-lm op koopman_rotate` (g [.., 2·half], rot_gamma, rot_omega [half]).
+std::vector<RunnerOp> runner_ops_koopman_rotate() {
+  return {make_runner_op(
+      "koopman_rotate", {"g", "rot_gamma", "rot_omega"}, {},
+      [](const std::vector<Tensor>& in, const OpAttrs&) { return koopman_rotate(in[0], in[1], in[2]); },
+      [](Rng& rng, OpAttrs&, int v) {
+        const int64_t rows[] = {3, 301, 70000}, half[] = {2, 33, 3};
+        if (v > 2) return NamedTensors{};
+        return NamedTensors{{"g", randn({rows[v], 2 * half[v]}, rng, DType::F64)},
+                            // |(γ, ω)| away from 1, where min(ρ, 1) has its kink: below it, and above it (v = 2)
+                            {"rot_gamma", rand_uniform({half[v]}, rng, v == 2 ? 1.2 : 0.3, v == 2 ? 1.5 : 0.6, DType::F64)},
+                            {"rot_omega", rand_uniform({half[v]}, rng, -0.5, 0.5, DType::F64)}};
+      })};
 }
 
 }  // namespace echo

@@ -2,6 +2,8 @@
 //   y_j  = x_j · r
 //   dx_j = r·dy_j − x_j · r³ · Σ_k dy_k x_k        (∂r/∂x_j = −r³ x_j)
 // ε keeps a zero row at zero output (and a finite gradient) instead of 0/0.
+#include "autograd/random.h"
+#include "ops/runner.h"
 #include "ops/l2norm.h"
 
 #include <cmath>
@@ -82,6 +84,18 @@ Tensor l2norm(const Tensor& x, double eps) {
     });
   }
   return y;
+}
+
+// Runner entry: `echo-lm op l2norm` (x [.., d]; eps).
+std::vector<RunnerOp> runner_ops_l2norm() {
+  return {make_runner_op(
+      "l2norm", {"x"}, {{"eps", 1e-6}},
+      [](const std::vector<Tensor>& in, const OpAttrs& a) { return l2norm(in[0], a.at("eps")); },
+      [](Rng& rng, OpAttrs&, int v) {
+        const Shape shapes[] = {{2, 5, 8}, {3, 41, 33}, {2, 7, 270}};
+        if (v > 2) return NamedTensors{};
+        return NamedTensors{{"x", randn(shapes[v], rng, DType::F64)}};
+      })};
 }
 
 }  // namespace echo

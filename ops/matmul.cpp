@@ -26,6 +26,8 @@
 // (a bf16 buffer for cublasGemmEx on CUDA, bf16 values held in f32 on the CPU).
 // bf16 × bf16 products are exact in fp32 (8-bit significands), so the two
 // devices differ only by summation order, as in f32.
+#include "autograd/random.h"
+#include "ops/runner.h"
 #include "ops/matmul.h"
 
 #include <cblas.h>
@@ -385,6 +387,43 @@ Tensor bmm(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
     });
   }
   return y;
+}
+
+// Runner entries: matmul (a [M,K], b [K,N]), linear (x [.., in], weight [out, in],
+// bias [out]) and bmm (a, b [batch, ..]; trans_a, trans_b).
+std::vector<RunnerOp> runner_ops_matmul() {
+  auto matmul_op = make_runner_op(
+      "matmul", {"a", "b"}, {},
+      [](const std::vector<Tensor>& in, const OpAttrs&) { return matmul(in[0], in[1]); },
+      [](Rng& rng, OpAttrs&, int v) {
+        const int64_t M[] = {3, 67, 1}, K[] = {4, 33, 130}, N[] = {5, 129, 7};
+        if (v > 2) return NamedTensors{};
+        return NamedTensors{{"a", randn({M[v], K[v]}, rng, DType::F64)}, {"b", randn({K[v], N[v]}, rng, DType::F64)}};
+      });
+  auto linear_op = make_runner_op(
+      "linear", {"x", "weight", "bias"}, {},
+      [](const std::vector<Tensor>& in, const OpAttrs&) { return linear(in[0], in[1], in[2]); },
+      [](Rng& rng, OpAttrs&, int v) {
+        const int64_t rows[] = {2, 77, 1}, in_f[] = {3, 48, 200}, out_f[] = {4, 65, 9};
+        if (v > 2) return NamedTensors{};
+        return NamedTensors{{"x", randn({1, rows[v], in_f[v]}, rng, DType::F64)},
+                            {"weight", randn({out_f[v], in_f[v]}, rng, DType::F64)},
+                            {"bias", randn({out_f[v]}, rng, DType::F64)}};
+      });
+  auto bmm_op = make_runner_op(
+      "bmm", {"a", "b"}, {{"trans_a", 0}, {"trans_b", 0}},
+      [](const std::vector<Tensor>& in, const OpAttrs& a) {
+        return bmm(in[0], in[1], a.at("trans_a") != 0, a.at("trans_b") != 0);
+      },
+      [](Rng& rng, OpAttrs& attrs, int v) {
+        if (v > 2) return NamedTensors{};
+        const int64_t B = v == 1 ? 5 : 2, M = v == 1 ? 33 : 3, K = v == 1 ? 17 : 4, N = v == 2 ? 70 : 5;
+        attrs["trans_a"] = v == 1;
+        attrs["trans_b"] = v >= 1;
+        return NamedTensors{{"a", randn(v == 1 ? Shape{B, K, M} : Shape{B, M, K}, rng, DType::F64)},
+                            {"b", randn(v >= 1 ? Shape{B, N, K} : Shape{B, K, N}, rng, DType::F64)}};
+      });
+  return {matmul_op, linear_op, bmm_op};
 }
 
 }  // namespace echo

@@ -10,6 +10,8 @@
 // count, and the error grows like the chunk length rather than n. sum_last
 // sums each row sequentially, in parallel over rows. CUDA (cuda/reduce.cu):
 // a two-pass block reduction with a grid size that depends on n only.
+#include "autograd/random.h"
+#include "ops/runner.h"
 #include "ops/reduce.h"
 
 #include <vector>
@@ -133,6 +135,22 @@ Tensor sum_last(const Tensor& x) {
     });
   }
   return y;
+}
+
+// Runner entries: sum, mean (all elements -> [1]) and sum_last (over the last dimension).
+std::vector<RunnerOp> runner_ops_reduce() {
+  auto cases = [](Rng& rng, OpAttrs&, int v) {
+    const Shape shapes[] = {{2, 3, 4}, {9, 1031}, {70001}};
+    if (v > 2) return NamedTensors{};
+    return NamedTensors{{"x", randn(shapes[v], rng, DType::F64)}};
+  };
+  return {make_runner_op(
+              "sum", {"x"}, {}, [](const std::vector<Tensor>& in, const OpAttrs&) { return sum(in[0]); }, cases),
+          make_runner_op(
+              "mean", {"x"}, {}, [](const std::vector<Tensor>& in, const OpAttrs&) { return mean(in[0]); }, cases),
+          make_runner_op(
+              "sum_last", {"x"}, {}, [](const std::vector<Tensor>& in, const OpAttrs&) { return sum_last(in[0]); },
+              cases)};
 }
 
 }  // namespace echo

@@ -4,6 +4,8 @@
 //   dw_j = Σ_rows dy_j · x_j · r
 // The forward saves r per row so the backward needs no second reduction over x.
 // dw is a deterministic sum over rows (ops/reductions.h).
+#include "autograd/random.h"
+#include "ops/runner.h"
 #include "ops/rmsnorm.h"
 
 #include <cmath>
@@ -99,6 +101,19 @@ Tensor rmsnorm(const Tensor& x, const Tensor& w, double eps) {
     });
   }
   return y;
+}
+
+// Runner entry: `echo-lm op rmsnorm` (x [.., d], w [d]; eps).
+std::vector<RunnerOp> runner_ops_rmsnorm() {
+  return {make_runner_op(
+      "rmsnorm", {"x", "w"}, {{"eps", 1e-5}},
+      [](const std::vector<Tensor>& in, const OpAttrs& a) { return rmsnorm(in[0], in[1], a.at("eps")); },
+      [](Rng& rng, OpAttrs&, int v) {
+        const Shape shapes[] = {{2, 5, 16}, {3, 37, 100}, {1, 9, 300}};
+        if (v > 2) return NamedTensors{};
+        const Shape& s = shapes[v];
+        return NamedTensors{{"x", randn(s, rng, DType::F64)}, {"w", randn({s.back()}, rng, DType::F64)}};
+      })};
 }
 
 }  // namespace echo

@@ -29,7 +29,19 @@ struct RunnerOp {
   std::function<NamedTensors(const NamedTensors& inputs, const OpAttrs& attrs)> forward;
   // Valid random inputs in float64 for `echo-lm gradcheck --op` (and attributes to use).
   std::function<NamedTensors(Rng& rng, OpAttrs& attrs)> example;
+  // More inputs for the CUDA-against-CPU table (tests/cuda/test_cuda_ops.cpp):
+  // variant 0 is the example, variants 1, 2, ... larger shapes whose sizes are
+  // not multiples of the kernels' block and tile sizes; an empty map ends the list.
+  std::function<NamedTensors(Rng& rng, OpAttrs& attrs, int variant)> cases;
 };
+
+// The entry of an op with required inputs `inputs` (in order) and one output:
+// forward(inputs, attributes with the defaults filled in). `not_differentiable`
+// names integer inputs (ids, targets). example = cases(…, 0).
+RunnerOp make_runner_op(const std::string& name, std::vector<std::string> inputs, OpAttrs defaults,
+                        std::function<Tensor(const std::vector<Tensor>& in, const OpAttrs& attrs)> forward,
+                        std::function<NamedTensors(Rng& rng, OpAttrs& attrs, int variant)> cases,
+                        std::string output = "y", std::vector<std::string> not_differentiable = {});
 
 const std::vector<RunnerOp>& runner_ops();
 const RunnerOp* find_runner_op(const std::string& name);

@@ -9,6 +9,8 @@
 //              the output's dim; dx_k[a,i,c] += dy[a, o_k+i, c].
 // Slice and concat share one block copy (copy_block); cuda/shape_ops.cu has the
 // same two kernels.
+#include "autograd/random.h"
+#include "ops/runner.h"
 #include "ops/shape_ops.h"
 
 
@@ -172,6 +174,49 @@ Tensor concat(const std::vector<Tensor>& xs, int dim) {
     });
   }
   return y;
+}
+
+// Runner entries: transpose (dim0, dim1), slice (dim, start, end) and concat
+// (a, b along dim).
+std::vector<RunnerOp> runner_ops_shape() {
+  auto transpose_op = make_runner_op(
+      "transpose", {"x"}, {{"dim0", 1}, {"dim1", 2}},
+      [](const std::vector<Tensor>& in, const OpAttrs& a) {
+        return transpose(in[0], static_cast<int>(a.at("dim0")), static_cast<int>(a.at("dim1")));
+      },
+      [](Rng& rng, OpAttrs& attrs, int v) {
+        if (v > 2) return NamedTensors{};
+        attrs["dim0"] = v == 2 ? 0 : 1;
+        attrs["dim1"] = 2;
+        const Shape shapes[] = {{2, 3, 4}, {3, 37, 29, 5}, {17, 6, 33}};
+        return NamedTensors{{"x", randn(shapes[v], rng, DType::F64)}};
+      });
+  auto slice_op = make_runner_op(
+      "slice", {"x"}, {{"dim", 1}, {"start", 1}, {"end", 3}},
+      [](const std::vector<Tensor>& in, const OpAttrs& a) {
+        return slice(in[0], static_cast<int>(a.at("dim")), static_cast<int64_t>(a.at("start")),
+                     static_cast<int64_t>(a.at("end")));
+      },
+      [](Rng& rng, OpAttrs& attrs, int v) {
+        if (v > 2) return NamedTensors{};
+        const Shape shapes[] = {{2, 4, 3}, {3, 300, 7}, {5, 9, 263}};
+        attrs["dim"] = v == 2 ? 2 : 1;
+        attrs["start"] = v == 0 ? 1 : 13;
+        attrs["end"] = v == 0 ? 3 : (v == 1 ? 290 : 200);
+        return NamedTensors{{"x", randn(shapes[v], rng, DType::F64)}};
+      });
+  auto concat_op = make_runner_op(
+      "concat", {"a", "b"}, {{"dim", 1}},
+      [](const std::vector<Tensor>& in, const OpAttrs& a) { return concat({in[0], in[1]}, static_cast<int>(a.at("dim"))); },
+      [](Rng& rng, OpAttrs& attrs, int v) {
+        if (v > 2) return NamedTensors{};
+        attrs["dim"] = v == 2 ? 2 : 1;
+        const Shape a_shape = v == 0 ? Shape{2, 3, 4} : (v == 1 ? Shape{3, 45, 7} : Shape{2, 9, 100});
+        Shape b_shape = a_shape;
+        b_shape[v == 2 ? 2 : 1] = v == 0 ? 2 : 31;
+        return NamedTensors{{"a", randn(a_shape, rng, DType::F64)}, {"b", randn(b_shape, rng, DType::F64)}};
+      });
+  return {transpose_op, slice_op, concat_op};
 }
 
 }  // namespace echo

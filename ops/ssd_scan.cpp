@@ -742,12 +742,18 @@ RunnerOp runner_op_ssd_scan() {
                            get("D", false), get("h0", false), static_cast<int64_t>(cs));
     return NamedTensors{{"y", r.y}, {"h_final", r.h_final}};
   };
-  op.example = [](Rng& rng, OpAttrs& attrs) {
-    attrs["chunk_size"] = 8;
-    const int64_t b = 2, T = 19, H = 4, P = 3, G = 2, N = 5;
+  op.cases = [](Rng& rng, OpAttrs& attrs, int variant) {
+    // variant 0: the gradcheck example; 1: several P and N tiles of the CUDA
+    // kernels (64) with remainders, T % chunk ≠ 0; 2: chunk longer than T.
+    struct Sizes { int64_t b, T, H, P, G, N, chunk; };
+    const Sizes all[] = {{2, 19, 4, 3, 2, 5, 8}, {2, 130, 3, 70, 1, 65, 64}, {1, 45, 4, 16, 2, 16, 64}};
+    if (variant > 2) return NamedTensors{};
+    const Sizes z = all[variant];
+    attrs["chunk_size"] = static_cast<double>(z.chunk);
+    const int64_t b = z.b, T = z.T, H = z.H, P = z.P, G = z.G, N = z.N;
     // dt = softplus(z) > 0 and A = -exp(u) < 0, the ranges a Mamba-2 layer produces.
     std::vector<double> dt(b * T * H), A(H);
-    for (auto& v : dt) { const double z = rng.normal(); v = z > 20 ? z : std::log1p(std::exp(z)); }
+    for (auto& v : dt) { const double u = rng.normal(); v = u > 20 ? u : std::log1p(std::exp(u)); }
     for (auto& v : A) v = -std::exp(rng.uniform(-1.0, 1.0));
     return NamedTensors{{"x", randn({b, T, H, P}, rng, DType::F64)},
                         {"dt", Tensor::from_vector(dt, {b, T, H}, DType::F64)},
@@ -757,6 +763,7 @@ RunnerOp runner_op_ssd_scan() {
                         {"D", randn({H}, rng, DType::F64)},
                         {"h0", randn({b, H, P, N}, rng, DType::F64)}};
   };
+  op.example = [cases = op.cases](Rng& rng, OpAttrs& attrs) { return cases(rng, attrs, 0); };
   return op;
 }
 

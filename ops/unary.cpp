@@ -1,3 +1,5 @@
+#include "autograd/random.h"
+#include "ops/runner.h"
 #include "ops/unary.h"
 
 #include <cmath>
@@ -85,5 +87,26 @@ Tensor softplus(const Tensor& x) { return unary(kSoftplus, x); }
 Tensor exp(const Tensor& x) { return unary(kExp, x); }
 Tensor relu(const Tensor& x) { return unary(kRelu, x); }
 Tensor tanh(const Tensor& x) { return unary(kTanh, x); }
+
+// Runner entries, one per function: sigmoid, silu, softplus, exp, relu, tanh (x -> y).
+std::vector<RunnerOp> runner_ops_unary() {
+  std::vector<RunnerOp> ops;
+  for (int kind = kSigmoid; kind <= kTanh; ++kind)
+    ops.push_back(make_runner_op(
+        kNames[kind], {"x"}, {}, [kind](const std::vector<Tensor>& in, const OpAttrs&) { return unary(kind, in[0]); },
+        [kind](Rng& rng, OpAttrs&, int v) {
+          const Shape shapes[] = {{2, 3, 5}, {3, 333}, {1, 1031}};
+          if (v > 2) return NamedTensors{};
+          // Away from relu's kink at 0, where the finite differences are not its derivative.
+          Tensor x = randn(shapes[v], rng, DType::F64, Device::CPU, kind == kSoftplus ? 8.0 : 2.0);
+          if (kind == kRelu) {
+            std::vector<double> xs = x.to_vector();
+            for (double& e : xs) e += e >= 0 ? 0.05 : -0.05;
+            x = Tensor::from_vector(xs, shapes[v], DType::F64);
+          }
+          return NamedTensors{{"x", x}};
+        }));
+  return ops;
+}
 
 }  // namespace echo

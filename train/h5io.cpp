@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <hdf5.h>
 #include <poll.h>
+#include <malloc.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -805,6 +806,11 @@ std::set<FileIdentity> g_checked;
   // File::read allocates tensors; NaN-poisoning them (gradcheck, tests) fills
   // with parallel_for, and OpenMP's thread pool does not survive fork().
   set_poison_uninitialized(false);
+  // Fresh and freed heap memory filled with a pattern: libhdf5's reads of
+  // uninitialised or freed memory on a corrupt file then crash here whatever
+  // the heap held, instead of depending on the layout (a sample that passed
+  // the child and crashed the parent under another address layout).
+  mallopt(M_PERTURB, 0xA5);
   int status = kPreflightClean;
   try {
     // Read-only whatever the caller opens with: the child must change nothing.
