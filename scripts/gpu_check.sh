@@ -83,6 +83,9 @@ else
   bench_bin="$PWD/build-gpu/echo-lm"
 fi
 export ECHO_SOURCE_DIR="$PWD"
+# The data-parallel CUDA test launches its ranks with mpirun (OpenMPI); without
+# one on this machine it skips, saying so.
+if [ -z "${ECHO_MPIRUN:-}" ] && command -v mpirun >/dev/null 2>&1; then export ECHO_MPIRUN="$(command -v mpirun)"; fi
 
 # ---- CUDA tests --------------------------------------------------------------------------
 : > "$work/tests.tsv"  # name, exit status, seconds

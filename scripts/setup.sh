@@ -8,7 +8,8 @@ set -euo pipefail
 
 # Extra package names given as arguments are installed too (e.g. python3-matplotlib
 # for the plots of scripts/train_demo.sh); --fuzz adds clang's fuzzing toolchain.
-PACKAGES=(cmake g++ libhdf5-dev hdf5-tools libcli11-dev libgtest-dev libopenblas-dev nlohmann-json3-dev)
+PACKAGES=(cmake g++ libhdf5-dev hdf5-tools libcli11-dev libgtest-dev libopenblas-dev nlohmann-json3-dev
+          openmpi-bin libopenmpi-dev)  # OpenMPI: `mpirun` data-parallel training (docs/distributed.md)
 for arg in "$@"; do
   if [ "$arg" = "--fuzz" ]; then PACKAGES+=(clang libclang-rt-dev libomp-dev); else PACKAGES+=("$arg"); fi
 done

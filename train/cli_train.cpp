@@ -8,6 +8,7 @@
 
 #include "models/config.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 #include "train/cli.h"
 #include "train/evaluate.h"
 #include "train/trainer.h"
@@ -91,7 +92,7 @@ void add_train_commands(CLI::App& app) {
       ->capture_default_str();
   t->add_option("--steps", o.steps, "optimizer steps (the schedule's length)")->capture_default_str();
   t->add_option("--stop-after", o.stop_after, "stop after this step with a checkpoint (resume later)");
-  t->add_option("--batch", o.batch, "sequences per micro-batch")->capture_default_str();
+  t->add_option("--batch", o.batch, "sequences per micro-batch (under mpirun: the global batch, split among the ranks)")->capture_default_str();
   t->add_option("--grad-accum", o.grad_accum, "micro-batches per step")->capture_default_str();
   t->add_option("--lr", o.lr, "peak learning rate")->capture_default_str();
   t->add_option("--min-lr-ratio", o.min_lr_ratio, "final lr as a fraction of the peak")->capture_default_str();
@@ -188,6 +189,7 @@ void add_train_commands(CLI::App& app) {
     // inside train()); a value the user set wins.
     if (a->deterministic) setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", 0);
     TrainSummary s = train(o);
+    if (!dist::is_root()) return;  // rank 0 reports for the job
     std::cout << "done: step " << s.final_step << ", final loss " << std::fixed << std::setprecision(4)
               << s.final_loss << ", " << std::setprecision(1) << s.seconds << " s"
               << (s.interrupted ? " (interrupted; resume with --resume)" : "") << "\n";

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "train/cli.h"
+#include "train/distributed.h"
 
 // OpenMP threads that wait by spinning burn whole time slices when the machine
 // has more runnable threads than cores (a shared 2-core machine, CI): measured
@@ -22,6 +23,8 @@ static void prefer_passive_openmp_wait(char** argv) {
 
 int main(int argc, char** argv) {
   prefer_passive_openmp_wait(argv);
+  // Under mpirun this process is one rank of a data-parallel job (train/distributed.h).
+  echo::dist::init(&argc, &argv);
   CLI::App app{"echo-lm: the Echo engine's command line (spec §6). Run `echo-lm <command> --help` for each command."};
   app.require_subcommand(0, 1);
   app.set_help_all_flag("--help-all", "print the help of every command");
@@ -48,16 +51,26 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // --help and --help-all exit 0; CLI::RuntimeError(code) is a command that
     // already reported its outcome (e.g. gradcheck FAIL) and only sets the status.
-    if (e.get_exit_code() == 0 || e.get_name() == "RuntimeError") return app.exit(e);
-    std::cerr << "echo-lm: " << e.what() << " (see --help)\n";
-    return e.get_exit_code();
+    // Every rank parsed the same command line: rank 0 alone answers.
+    int status = e.get_exit_code();
+    if (e.get_exit_code() == 0 || e.get_name() == "RuntimeError") {
+      if (echo::dist::is_root()) status = app.exit(e);
+    } else if (echo::dist::is_root()) {
+      std::cerr << "echo-lm: " << e.what() << " (see --help)\n";
+    }
+    echo::dist::finalize();
+    return status;
   } catch (const std::exception& e) {
     // One line: a message that spans lines is folded so scripts can grep it.
     std::string msg = e.what();
     for (char& c : msg)
       if (c == '\n') c = ' ';
+    // One rank's error ends the whole job, reported by rank 0 (train/distributed.h).
+    if (echo::dist::size() > 1) echo::dist::fail(msg);
     std::cerr << "echo-lm: " << msg << "\n";
+    echo::dist::finalize();
     return 1;
   }
+  echo::dist::finalize();
   return 0;
 }

@@ -19,6 +19,7 @@
 #include "ops/binary.h"
 #include "ops/matmul.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 #include "train/evaluate.h"
 #include "train/h5io.h"
 #include "train/optimizer.h"
@@ -156,6 +157,10 @@ static void validate(const TrainOptions& o) {
 TrainSummary train(const TrainOptions& opt_in) {
   TrainOptions o = opt_in;
   validate(o);
+  // Several processes (train/distributed.h): rank 0 alone writes and prints.
+  dist::check_global_batch(o.batch);
+  const bool root = dist::is_root();
+  if (!root) o.quiet = true;
   // Everything that can be checked is checked before training starts.
   std::vector<std::unique_ptr<Task>> tasks;
   std::vector<const Task*> task_ptrs;
@@ -195,10 +200,13 @@ TrainSummary train(const TrainOptions& opt_in) {
     if (!o.quiet) std::cout << text->describe() << "\n";
   }
   std::error_code ec;
-  fs::create_directories(dir, ec);
+  if (root) fs::create_directories(dir, ec);
   if (ec) throw std::runtime_error("train: cannot create " + dir.string() + ": " + ec.message());
 
-  if (device == Device::CUDA) model->to(Device::CUDA);
+  if (device == Device::CUDA) {
+    dist::select_device();
+    model->to(Device::CUDA);
+  }
   std::vector<ParamRef> refs;
   for (const auto& p : model->params().all()) refs.push_back({p.name, p.tensor, !no_weight_decay(p.name)});
   AdamW optimizer(refs, {o.beta1, o.beta2, 1e-8, o.weight_decay});
@@ -209,18 +217,20 @@ TrainSummary train(const TrainOptions& opt_in) {
   }
 
   nlohmann::json effective = {{"model", o.model.to_json()}, {"train", o.to_json()}};
-  {
+  if (root) {
     std::ofstream cfg(dir / "config.json");
     cfg << effective.dump(2) << "\n";
     if (!cfg) throw std::runtime_error("train: cannot write " + (dir / "config.json").string());
   }
   fs::path metrics_path = dir / "metrics.jsonl";
-  if (o.resume) truncate_metrics(metrics_path, state.step);
-  else std::ofstream(metrics_path, std::ios::trunc);
-  std::ofstream metrics(metrics_path, std::ios::app);
-  if (!metrics) throw std::runtime_error("train: cannot write " + metrics_path.string());
+  if (root && o.resume) truncate_metrics(metrics_path, state.step);
+  else if (root) std::ofstream(metrics_path, std::ios::trunc);
+  std::ofstream metrics;  // rank 0's; other ranks' stays closed and writes nothing
+  if (root) metrics.open(metrics_path, std::ios::app);
+  if (root && !metrics) throw std::runtime_error("train: cannot write " + metrics_path.string());
 
   auto save = [&](int64_t step) {
+    if (!root) return;
     state.step = step;
     state.data_rng = data_rng.state();
     fs::path ck = dir / ("ckpt_" + std::to_string(step) + ".h5");
@@ -242,6 +252,7 @@ TrainSummary train(const TrainOptions& opt_in) {
 
   std::string last_val;  // the latest validation figure, repeated in the progress line
   auto run_eval = [&](int64_t step) {
+    if (!root) return nlohmann::json();
     if (text) {
       if (!text->has_validation()) return nlohmann::json::object();
       TextEvalResult r = evaluate_text(*model, *text, std::min<int64_t>(o.batch, 16));
@@ -285,6 +296,9 @@ TrainSummary train(const TrainOptions& opt_in) {
     std::cout << "training " << model->num_params() << " parameters on " << o.device << ", steps " << first << ".."
               << last << " of " << o.steps << ", batch " << o.batch << "×" << o.grad_accum
               << (o.precision == "bf16" ? ", bf16 matmuls" : "") << "\n";
+  if (!o.quiet && dist::size() > 1)
+    std::cout << "data parallel: " << dist::size() << " ranks × " << o.batch / dist::size() << " sequences, "
+              << dist::gradient_bytes(refs) << " gradient bytes all-reduced per step\n";
 
   int64_t step = state.step;
   for (step = first; step <= last; ++step) {
@@ -293,18 +307,26 @@ TrainSummary train(const TrainOptions& opt_in) {
     double loss_sum = 0;
     bool finite = true;
     for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
-      Batch b = text ? text->train_batch(o.batch, data_rng) : make_batch(task_ptrs, o.batch, data_rng);
+      Batch global = text ? text->train_batch(o.batch, data_rng) : make_batch(task_ptrs, o.batch, data_rng);
+      dist::Share share = dist::take_share(global);  // the whole batch, weight 1, in one process
+      const Batch& b = share.batch;
+      const double w = share.weight / o.grad_accum;
       Tensor loss = model->loss(b.tokens.to(device), b.targets.to(device),
                                 b.mask.defined() ? b.mask.to(device) : Tensor());
-      Tensor scaled = o.grad_accum > 1 ? scale(loss, 1.0 / o.grad_accum) : loss;
+      Tensor scaled = w != 1.0 ? scale(loss, w) : loss;
       scaled.backward();
       double l = loss.item();
       finite = finite && std::isfinite(l);
-      loss_sum += l / o.grad_accum;
-      tokens_since_log += b.tokens.numel();
+      loss_sum += l * share.weight / o.grad_accum;
+      tokens_since_log += global.tokens.numel();
     }
+    // Gradient sum over the ranks, then the same loss, norm and decisions everywhere.
+    dist::all_reduce_gradients(refs);
     finite = finite && grads_finite(refs);
-    const double gnorm = finite ? global_grad_norm(refs) : NAN;
+    const dist::Agreement agreed = dist::agree(loss_sum, finite, finite ? global_grad_norm(refs) : NAN, g_interrupted);
+    loss_sum = agreed.loss;
+    finite = agreed.finite;
+    const double gnorm = agreed.grad_norm;
     nlohmann::json rec = {{"step", step}, {"loss", loss_sum}, {"lr", lr}, {"grad_norm", gnorm}};
     bool skip = false;
     if (!finite) {
@@ -349,7 +371,9 @@ TrainSummary train(const TrainOptions& opt_in) {
     }
     if (o.eval_every > 0 && step % o.eval_every == 0 && step != last) run_eval(step);
     if (o.ckpt_every > 0 && step % o.ckpt_every == 0 && step != last) save(step);
-    if (g_interrupted) {
+    // Ranks stop together, on the flag they agreed on; one process also sees a
+    // SIGINT that came during this step's evaluation or checkpoint.
+    if (agreed.interrupted || (dist::size() == 1 && g_interrupted)) {
       if (!o.quiet) std::cout << "interrupted: writing a checkpoint at step " << step << "\n";
       summary.interrupted = true;
       break;
@@ -362,7 +386,7 @@ TrainSummary train(const TrainOptions& opt_in) {
   summary.final_loss = last_loss;
   if (!summary.interrupted) summary.final_eval = run_eval(step);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-  metrics << nlohmann::json{{"step", step}, {"summary", true}, {"final_loss", last_loss}, {"seconds", summary.seconds}}.dump()
+  if (root) metrics << nlohmann::json{{"step", step}, {"summary", true}, {"final_loss", last_loss}, {"seconds", summary.seconds}}.dump()
           << "\n";
   return summary;
 }
