@@ -1,7 +1,7 @@
 #!/bin/bash
 # Train and evaluate a grid of cells, resumable cell by cell.
 #
-#   scripts/mqar_grid.sh NAME [--jobs N] [--only REGEX] [--list] [--table-only]
+#   scripts/mqar_grid.sh NAME [--jobs N] [--only REGEX] [--device cpu|cuda] [--list] [--table-only]
 #
 # NAME names scripts/grids/NAME.sh, a bash file that calls
 #   cell ID LABEL "TRAIN ARGS" "EVAL TASK SPECS"
@@ -16,6 +16,8 @@
 # a latest.h5 continues with `echo-lm train --resume` (bit-identical on CPU), so killing the
 # grid loses at most --ckpt-every steps per running cell. Cells run with one thread each,
 # --jobs at a time; a lock directory per cell keeps two grid processes off the same cell.
+# --device runs every cell's training and evaluation there (default: the grid file's
+# DEVICE, else cpu); a cell that stops early (--early-stop-accuracy) counts as finished.
 # At the end (and with --table-only) scripts/plot_grid.py writes results/NAME/table.csv,
 # table.md and the plots.
 set -u
@@ -27,11 +29,12 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 NAME=$1; shift
-JOBS=1; ONLY=""; LIST=0; TABLE_ONLY=0
+JOBS=1; ONLY=""; LIST=0; TABLE_ONLY=0; DEVICE_FLAG=
 while [ $# -gt 0 ]; do
   case $1 in
     --jobs) JOBS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
+    --device) DEVICE_FLAG=$2; shift 2 ;;
     --list) LIST=1; shift ;;
     --table-only) TABLE_ONLY=1; shift ;;
     *) echo "mqar_grid: unknown argument $1" >&2; usage ;;
@@ -45,6 +48,7 @@ RUNS=$ROOT/build_runs/$NAME   # checkpoints: large, not committed (build*/ is gi
 mkdir -p "$RESULTS/cells" "$RESULTS/logs" "$RUNS"
 
 TRAIN_DEFAULTS=""
+DEVICE=cpu
 EVAL_EXAMPLES=512
 EVAL_SEED=9001
 IDS=(); LABELS=(); TRAIN_ARGS=(); EVAL_TASKS=()
@@ -54,11 +58,14 @@ cell() {
 }
 # shellcheck source=/dev/null
 source "$GRID_FILE"
+[ -n "$DEVICE_FLAG" ] && DEVICE=$DEVICE_FLAG
+case $DEVICE in cpu|cuda) ;; *) echo "mqar_grid: --device must be cpu or cuda, got $DEVICE" >&2; exit 2 ;; esac
 cp "$GRID_FILE" "$RESULTS/grid.sh"
 
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 
-# Is the run in $1 finished? Its metrics end with a summary line at the last scheduled step.
+# Is the run in $1 finished? Its metrics end with a summary line at the last scheduled
+# step, or one that says the run stopped early.
 run_finished() {
   local dir=$1
   [ -f "$dir/metrics.jsonl" ] && [ -f "$dir/config.json" ] || return 1
@@ -66,8 +73,8 @@ run_finished() {
 import json, sys
 d = sys.argv[1]
 steps = json.load(open(d + "/config.json"))["train"]["steps"]
-done = any(l.strip() and json.loads(l).get("summary") and json.loads(l)["step"] == steps
-           for l in open(d + "/metrics.jsonl"))
+summaries = [json.loads(l) for l in open(d + "/metrics.jsonl") if l.strip() and '"summary"' in l]
+done = bool(summaries) and (summaries[-1]["step"] == steps or summaries[-1].get("stopped_early", False))
 sys.exit(0 if done else 1)
 EOF
 }
@@ -87,7 +94,7 @@ run_cell() {
   if [ -f "$result" ]; then log "$id: done elsewhere"; rm -rf "$lock"; return 0; fi
   local t0; t0=$(date +%s)
   # shellcheck disable=SC2086
-  local train_cmd="$ECHO_LM train $TRAIN_DEFAULTS ${TRAIN_ARGS[$i]} --threads 1 --quiet --ckpt-every 50 --keep-last 1 --out $dir"
+  local train_cmd="$ECHO_LM train $TRAIN_DEFAULTS ${TRAIN_ARGS[$i]} --device $DEVICE --threads 1 --quiet --ckpt-every 50 --keep-last 1 --out $dir"
   if run_finished "$dir"; then
     log "$id: training already finished"
   elif [ -f "$dir/latest.h5" ]; then
@@ -110,7 +117,7 @@ run_cell() {
   local spec
   for spec in "${tasks[@]}"; do
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $ECHO_LM eval --checkpoint "$dir/latest.h5" --task "$spec" \
-      --examples "$EVAL_EXAMPLES" --seed "$EVAL_SEED" --json >>"$eval_out" 2>>"$logf" \
+      --examples "$EVAL_EXAMPLES" --seed "$EVAL_SEED" --device "$DEVICE" --json >>"$eval_out" 2>>"$logf" \
       || { log "$id: eval of $spec failed (see $logf)"; rm -rf "$lock"; return 1; }
   done
   local t1; t1=$(date +%s)
@@ -121,11 +128,16 @@ d, ev, out, cid, label, cmd, seed, wall = sys.argv[1:]
 cfg = json.load(open(d + "/config.json"))
 metrics = [json.loads(l) for l in open(d + "/metrics.jsonl") if l.strip()]
 summary = [m for m in metrics if m.get("summary")]
+# A resumed run has one summary line per segment; the last one ends the run.
+stop = summary[-1]
 json.dump({"id": cid, "label": label, "train_command": cmd, "train_tasks": cfg["train"].get("tasks"),
            "steps": cfg["train"]["steps"], "train_seed": cfg["train"].get("seed"), "eval_seed": int(seed),
            "train_seconds": sum(m["seconds"] for m in summary),
            "wall_seconds_this_session": int(wall),
            "final_loss": summary[-1]["final_loss"], "model": cfg["model"],
+           "device": cfg["train"].get("device", "cpu"),
+           "final_step": stop["step"], "stopped_early": bool(stop.get("stopped_early", False)),
+           "stop_reason": stop.get("stop_reason", "scheduled steps done"),
            # the trainer's periodic held-out evals (its own eval seed): the learning curve
            "curve": [{"step": m["step"], "accuracy": m["accuracy"]} for m in metrics if m.get("eval")],
            "eval": [json.loads(l) for l in open(ev) if l.strip()]},

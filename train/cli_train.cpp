@@ -116,6 +116,12 @@ void add_train_commands(CLI::App& app) {
   t->add_option("--eval-every", o.eval_every, "held-out evaluation every N steps (0 = at the end only)")
       ->capture_default_str();
   t->add_option("--eval-examples", o.eval_examples, "held-out examples per task and evaluation")->capture_default_str();
+  t->add_option("--early-stop-accuracy", o.early_stop_accuracy,
+                "stop once every task's held-out accuracy is >= this at --early-stop-evals consecutive evaluations "
+                "(needs --eval-every; 0 = off)")
+      ->capture_default_str();
+  t->add_option("--early-stop-evals", o.early_stop_evals, "consecutive evaluations for --early-stop-accuracy")
+      ->capture_default_str();
   t->add_option("--ckpt-every", o.ckpt_every, "checkpoint every N steps (0 = at the end only)")->capture_default_str();
   t->add_option("--keep-last", o.keep_last, "step checkpoints kept")->capture_default_str();
   t->add_option("--out", o.out, "run directory")->required();
@@ -141,6 +147,7 @@ void add_train_commands(CLI::App& app) {
       ECHO_FLAG("--precision", precision)
       ECHO_FLAG("--threads", threads) ECHO_FLAG("--log-every", log_every) ECHO_FLAG("--eval-every", eval_every)
       ECHO_FLAG("--eval-examples", eval_examples) ECHO_FLAG("--ckpt-every", ckpt_every)
+      ECHO_FLAG("--early-stop-accuracy", early_stop_accuracy) ECHO_FLAG("--early-stop-evals", early_stop_evals)
       ECHO_FLAG("--keep-last", keep_last) ECHO_FLAG("--data", data) ECHO_FLAG("--val-data", val_data)
       ECHO_FLAG("--val-fraction", val_fraction) ECHO_FLAG("--seq-len", seq_len) ECHO_FLAG("--data-width", data_width)
 #undef ECHO_FLAG
@@ -192,7 +199,8 @@ void add_train_commands(CLI::App& app) {
     if (!dist::is_root()) return;  // rank 0 reports for the job
     std::cout << "done: step " << s.final_step << ", final loss " << std::fixed << std::setprecision(4)
               << s.final_loss << ", " << std::setprecision(1) << s.seconds << " s"
-              << (s.interrupted ? " (interrupted; resume with --resume)" : "") << "\n";
+              << (s.interrupted ? " (interrupted; resume with --resume)" : "")
+              << (s.stopped_early ? " (stopped early: " + s.stop_reason + ")" : "") << "\n";
     if (s.final_eval.contains("val_loss")) {
       for (auto it = s.final_eval.begin(); it != s.final_eval.end(); ++it)
         if (it.key() != "val_tokens" && it.key() != "val_windows")

@@ -73,6 +73,10 @@ nlohmann::json TrainOptions::to_json() const {
           {"max_bad_steps", max_bad_steps}, {"seed", seed}, {"device", device}, {"precision", precision},
           {"log_every", log_every}, {"eval_every", eval_every}, {"eval_examples", eval_examples}, {"ckpt_every", ckpt_every},
           {"keep_last", keep_last}};
+  if (early_stop_accuracy > 0) {
+    j["early_stop_accuracy"] = early_stop_accuracy;
+    j["early_stop_evals"] = early_stop_evals;
+  }
   if (!data.empty()) {
     j["tasks"] = nlohmann::json::array();
     j["data"] = data;
@@ -124,6 +128,8 @@ void apply_train_json(const nlohmann::json& j, TrainOptions& o) {
     else if (k == "log_every") num(o.log_every);
     else if (k == "eval_every") num(o.eval_every);
     else if (k == "eval_examples") num(o.eval_examples);
+    else if (k == "early_stop_accuracy") num(o.early_stop_accuracy);
+    else if (k == "early_stop_evals") num(o.early_stop_evals);
     else if (k == "ckpt_every") num(o.ckpt_every);
     else if (k == "keep_last") num(o.keep_last);
     else throw std::runtime_error("train config: unknown key 'train." + k + "'");
@@ -152,6 +158,36 @@ static void validate(const TrainOptions& o) {
   need(o.precision == "f32" || o.precision == "bf16", "precision must be f32 or bf16, got '" + o.precision + "'");
   need(o.keep_last >= 1, "keep_last must be ≥ 1");
   need(o.eval_examples >= 1, "eval_examples must be ≥ 1");
+  if (o.early_stop_accuracy != 0) {
+    need(o.early_stop_accuracy > 0 && o.early_stop_accuracy <= 1, "--early-stop-accuracy must be in (0, 1]");
+    need(o.early_stop_evals >= 1, "--early-stop-evals must be ≥ 1");
+    need(o.eval_every > 0, "--early-stop-accuracy needs periodic evaluations (--eval-every N)");
+    need(o.data.empty(), "--early-stop-accuracy needs task accuracy; it does not apply to --data");
+  }
+}
+
+// The smallest accuracy over the tasks of one evaluation record ({task: accuracy}).
+static double worst_task_accuracy(const nlohmann::json& accuracy_by_task) {
+  double worst = 1;
+  for (const auto& [task, acc] : accuracy_by_task.items()) worst = std::min(worst, acc.get<double>());
+  return worst;
+}
+
+// How many periodic evaluations (steps that are multiples of eval_every) in a
+// row, ending with the newest one in the metrics file, reached `threshold` on
+// every task: a resumed run continues the count it had. The evaluation that ends
+// a --stop-after segment between two periodic steps does not count.
+static int64_t trailing_good_evals(const fs::path& metrics_path, double threshold, int64_t eval_every) {
+  int64_t run = 0;
+  std::ifstream in(metrics_path);
+  std::string line;
+  while (std::getline(in, line)) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.value("eval", false) || !j.contains("accuracy")) continue;
+    if (j.value("step", int64_t(0)) % eval_every != 0) continue;
+    run = worst_task_accuracy(j["accuracy"]) >= threshold ? run + 1 : 0;
+  }
+  return run;
 }
 
 TrainSummary train(const TrainOptions& opt_in) {
@@ -225,6 +261,21 @@ TrainSummary train(const TrainOptions& opt_in) {
   fs::path metrics_path = dir / "metrics.jsonl";
   if (root && o.resume) truncate_metrics(metrics_path, state.step);
   else if (root) std::ofstream(metrics_path, std::ios::trunc);
+  // Early stopping is decided on rank 0's evaluation; several ranks would need it
+  // broadcast, which the run does not do.
+  if (o.early_stop_accuracy > 0 && dist::size() > 1)
+    throw std::runtime_error("train: --early-stop-accuracy runs in one process only");
+  int64_t good_evals = o.resume && o.early_stop_accuracy > 0 ? trailing_good_evals(metrics_path, o.early_stop_accuracy, o.eval_every) : 0;
+  if (o.early_stop_accuracy > 0 && good_evals >= o.early_stop_evals) {
+    // Resuming a run that already met its stopping rule changes nothing.
+    if (!o.quiet) std::cout << "the run in " << dir.string() << " already stopped early at step " << state.step << "\n";
+    TrainSummary done;
+    done.final_step = state.step;
+    done.final_loss = NAN;
+    done.stopped_early = true;
+    done.stop_reason = "already stopped early";
+    return done;
+  }
   std::ofstream metrics;  // rank 0's; other ranks' stays closed and writes nothing
   if (root) metrics.open(metrics_path, std::ios::app);
   if (root && !metrics) throw std::runtime_error("train: cannot write " + metrics_path.string());
@@ -251,6 +302,7 @@ TrainSummary train(const TrainOptions& opt_in) {
   };
 
   std::string last_val;  // the latest validation figure, repeated in the progress line
+  nlohmann::json last_accuracy, last_detail;  // the latest task evaluation: {task: accuracy}, {task: details}
   auto run_eval = [&](int64_t step) {
     if (!root) return nlohmann::json();
     if (text) {
@@ -280,6 +332,7 @@ TrainSummary train(const TrainOptions& opt_in) {
     }
     metrics << nlohmann::json{{"step", step}, {"eval", true}, {"accuracy", acc}, {"detail", detail}}.dump() << "\n";
     metrics.flush();
+    last_accuracy = acc;
     return detail;
   };
 
@@ -369,7 +422,22 @@ TrainSummary train(const TrainOptions& opt_in) {
       t_last = now;
       tokens_since_log = 0;
     }
-    if (o.eval_every > 0 && step % o.eval_every == 0 && step != last) run_eval(step);
+    if (o.eval_every > 0 && step % o.eval_every == 0 && step != last) {
+      last_detail = run_eval(step);
+      if (o.early_stop_accuracy > 0) {
+        const bool good = worst_task_accuracy(last_accuracy) >= o.early_stop_accuracy;
+        good_evals = good ? good_evals + 1 : 0;
+        if (good_evals >= o.early_stop_evals) {
+          std::ostringstream why;
+          why << "held-out accuracy >= " << o.early_stop_accuracy << " on every task at " << good_evals
+              << " consecutive evaluations (every " << o.eval_every << " steps, the last at step " << step << ")";
+          summary.stopped_early = true;
+          summary.stop_reason = why.str();
+          if (!o.quiet) std::cout << "stopping early at step " << step << ": " << summary.stop_reason << "\n";
+          break;
+        }
+      }
+    }
     if (o.ckpt_every > 0 && step % o.ckpt_every == 0 && step != last) save(step);
     // Ranks stop together, on the flag they agreed on; one process also sees a
     // SIGINT that came during this step's evaluation or checkpoint.
@@ -384,10 +452,16 @@ TrainSummary train(const TrainOptions& opt_in) {
   save(step);
   summary.final_step = step;
   summary.final_loss = last_loss;
-  if (!summary.interrupted) summary.final_eval = run_eval(step);
+  // An early stop has just evaluated this step's parameters: no second evaluation.
+  if (summary.stopped_early) summary.final_eval = last_detail;
+  else if (!summary.interrupted) summary.final_eval = run_eval(step);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-  if (root) metrics << nlohmann::json{{"step", step}, {"summary", true}, {"final_loss", last_loss}, {"seconds", summary.seconds}}.dump()
-          << "\n";
+  nlohmann::json summary_record = {{"step", step}, {"summary", true}, {"final_loss", last_loss}, {"seconds", summary.seconds}};
+  if (summary.stopped_early) {
+    summary_record["stopped_early"] = true;
+    summary_record["stop_reason"] = summary.stop_reason;
+  }
+  if (root) metrics << summary_record.dump() << "\n";
   return summary;
 }
 

@@ -42,6 +42,10 @@ struct TrainOptions {
   int64_t log_every = 10;
   int64_t eval_every = 0;       // 0 = only at the end
   int64_t eval_examples = 256;  // per task; for text: the number of fixed validation windows
+  // Early stop (tasks only): end the run once every task's held-out accuracy is
+  // ≥ early_stop_accuracy at early_stop_evals consecutive periodic evaluations.
+  double early_stop_accuracy = 0;  // 0 = off
+  int64_t early_stop_evals = 3;
   int64_t ckpt_every = 0;       // 0 = only at the end
   int64_t keep_last = 3;
   std::string out;
@@ -61,6 +65,8 @@ struct TrainSummary {
   nlohmann::json final_eval;  // per task
   double seconds = 0;
   bool interrupted = false;
+  bool stopped_early = false;
+  std::string stop_reason;  // why the run ended before `steps`, when it did
 };
 
 // Runs (or resumes) a training run into options.out. Throws on bad input before
