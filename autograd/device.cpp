@@ -11,6 +11,11 @@
 #include <cuda_runtime.h>
 #endif
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define ECHO_ASAN 1
+#endif
+
 namespace echo {
 
 namespace {
@@ -41,49 +46,45 @@ const CudaProbe& probe() {
   return p;
 }
 
-#if ECHO_HAVE_CUDA
-// Size-bucketed caching allocator. Requests are rounded up (512 B granularity
-// below 1 MiB, 2 MiB above) and freed blocks wait in a multimap keyed by their
-// rounded size; a request takes the smallest cached block that fits and is not
-// more than twice as large.
-class CudaCachingAllocator {
+// Size-bucketed caching allocator, one per device. Requests are rounded up
+// (512 B granularity below 1 MiB, 2 MiB above) and freed blocks wait in a
+// multimap keyed by their rounded size; a request takes the smallest cached
+// block that fits and is not more than twice as large. Steady-state training
+// asks for the same sizes every step, so after the first step it allocates
+// nothing from the system: no cudaMalloc on the GPU, and on the CPU no
+// mmap/munmap and none of the page faults that come with fresh pages (at
+// long sequences those faults cost more than the arithmetic). `Backend`
+// supplies the raw allocation: `void* raw_alloc(size_t)` (nullptr when out of
+// memory), `raw_free(void*)`, `sync()` before blocks go back, `name`, and the
+// hooks `on_hand_out(p, bytes asked, block size)` / `on_take_back(p, size)`.
+template <class Backend>
+class CachingAllocator {
  public:
   void* allocate(size_t bytes) {
-    void* p = allocate_block(bytes);
-#if ECHO_CUDA_EMULATED
-    // The emulated device checks accesses against the bytes asked for, not the
-    // rounded block: a kernel that runs past a tensor's end is reported.
-    echo::emu::set_used_bytes(p, bytes);
-#endif
-    return p;
-  }
-  void* allocate_block(size_t bytes) {
-    size_t size = round(bytes);
+    const size_t size = round(bytes);
     std::lock_guard<std::mutex> lock(mu_);
+    void* p = nullptr;
     auto it = free_.lower_bound(size);
     if (it != free_.end() && it->first <= 2 * size) {
-      void* p = it->second;
+      p = it->second;
       stats_.cached_bytes -= it->first;
       stats_.allocated_bytes += it->first;
       sizes_[p] = it->first;
       free_.erase(it);
-      return p;
-    }
-    void* p = nullptr;
-    cudaError_t err = cudaMalloc(&p, size);
-    if (err != cudaSuccess) {
-      cudaGetLastError();
-      release_cached_locked();  // retry once after returning the cache to the driver
-      err = cudaMalloc(&p, size);
-      if (err != cudaSuccess) {
-        cudaGetLastError();
-        throw std::runtime_error("CUDA out of memory allocating " + std::to_string(size) +
-                                 " bytes: " + cudaGetErrorString(err));
+    } else {
+      p = Backend::raw_alloc(size);
+      if (!p) {
+        release_cached_locked();  // retry once after returning the cache to the system
+        p = Backend::raw_alloc(size);
+        if (!p)
+          throw std::runtime_error(std::string(Backend::name) + " out of memory allocating " + std::to_string(size) +
+                                   " bytes");
       }
+      ++stats_.system_alloc_calls;
+      stats_.allocated_bytes += size;
+      sizes_[p] = size;
     }
-    ++stats_.cuda_malloc_calls;
-    stats_.allocated_bytes += size;
-    sizes_[p] = size;
+    Backend::on_hand_out(p, bytes, sizes_[p]);
     return p;
   }
   void release(void* p) {
@@ -94,13 +95,14 @@ class CudaCachingAllocator {
     sizes_.erase(it);
     stats_.allocated_bytes -= size;
     stats_.cached_bytes += size;
+    Backend::on_take_back(p, size);
     free_.emplace(size, p);
   }
   void empty_cache() {
     std::lock_guard<std::mutex> lock(mu_);
     release_cached_locked();
   }
-  CudaAllocatorStats stats() {
+  AllocatorStats stats() {
     std::lock_guard<std::mutex> lock(mu_);
     return stats_;
   }
@@ -112,16 +114,73 @@ class CudaCachingAllocator {
     return b < (size_t(1) << 20) ? (b + small - 1) / small * small : (b + large - 1) / large * large;
   }
   void release_cached_locked() {
-    cudaDeviceSynchronize();
-    for (auto& kv : free_) cudaFree(kv.second);
+    Backend::sync();
+    for (auto& kv : free_) {
+      Backend::on_hand_out(kv.second, kv.first, kv.first);  // a sanitizer must see the block as live when it is freed
+      Backend::raw_free(kv.second);
+    }
     free_.clear();
     stats_.cached_bytes = 0;
   }
   std::mutex mu_;
   std::multimap<size_t, void*> free_;
   std::map<void*, size_t> sizes_;
-  CudaAllocatorStats stats_;
+  AllocatorStats stats_;
 };
+
+// Host memory: 64-byte aligned for vector loads. Under AddressSanitizer a cached
+// block is poisoned while it waits and only the bytes asked for are unpoisoned
+// when it is handed out, so a use after free, or a read past a tensor's end into
+// the rest of its rounded block, is still reported.
+struct HostBackend {
+  static constexpr const char* name = "host";
+  static void* raw_alloc(size_t size) { return std::aligned_alloc(64, size); }
+  static void raw_free(void* p) { std::free(p); }
+  static void sync() {}
+  static void on_hand_out(void* p, size_t bytes, size_t size) {
+    (void)p, (void)bytes, (void)size;
+#if ECHO_ASAN
+    ASAN_POISON_MEMORY_REGION(p, size);
+    ASAN_UNPOISON_MEMORY_REGION(p, bytes);
+#endif
+  }
+  static void on_take_back(void* p, size_t size) {
+    (void)p, (void)size;
+#if ECHO_ASAN
+    ASAN_POISON_MEMORY_REGION(p, size);
+#endif
+  }
+};
+
+CachingAllocator<HostBackend>& host_allocator() {
+  static auto* a = new CachingAllocator<HostBackend>();  // never destroyed: tensors may outlive statics
+  return *a;
+}
+
+#if ECHO_HAVE_CUDA
+struct CudaBackend {
+  static constexpr const char* name = "CUDA";
+  static void* raw_alloc(size_t size) {
+    void* p = nullptr;
+    if (cudaMalloc(&p, size) != cudaSuccess) {
+      cudaGetLastError();
+      return nullptr;
+    }
+    return p;
+  }
+  static void raw_free(void* p) { cudaFree(p); }
+  static void sync() { cudaDeviceSynchronize(); }
+  static void on_hand_out(void* p, size_t bytes, size_t) {
+    (void)p, (void)bytes;
+#if ECHO_CUDA_EMULATED
+    // The emulated device checks accesses against the bytes asked for, not the
+    // rounded block: a kernel that runs past a tensor's end is reported.
+    echo::emu::set_used_bytes(p, bytes);
+#endif
+  }
+  static void on_take_back(void*, size_t) {}
+};
+using CudaCachingAllocator = CachingAllocator<CudaBackend>;
 
 CudaCachingAllocator& cuda_allocator() {
   static auto* a = new CudaCachingAllocator();  // never destroyed: avoids teardown-order issues
@@ -148,11 +207,7 @@ const std::string& cuda_unavailable_reason() { return probe().reason; }
 
 void* device_alloc(size_t bytes, Device device) {
   if (device == Device::CPU) {
-    // 64-byte alignment for vector loads; at least one byte so the pointer is unique.
-    size_t rounded = (bytes + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, rounded ? rounded : 64);
-    if (!p) throw std::runtime_error("out of host memory allocating " + std::to_string(bytes) + " bytes");
-    return p;
+    return host_allocator().allocate(bytes);
   }
   require_cuda("allocating a CUDA tensor");
 #if ECHO_HAVE_CUDA
@@ -165,7 +220,7 @@ void* device_alloc(size_t bytes, Device device) {
 void device_free(void* ptr, size_t, Device device) {
   if (!ptr) return;
   if (device == Device::CPU) {
-    std::free(ptr);
+    host_allocator().release(ptr);
     return;
   }
 #if ECHO_HAVE_CUDA
@@ -194,7 +249,10 @@ void device_synchronize() {
 #endif
 }
 
-CudaAllocatorStats cuda_allocator_stats() {
+AllocatorStats host_allocator_stats() { return host_allocator().stats(); }
+void host_empty_cache() { host_allocator().empty_cache(); }
+
+AllocatorStats cuda_allocator_stats() {
 #if ECHO_HAVE_CUDA
   if (cuda_available()) return cuda_allocator().stats();
 #endif

@@ -1,6 +1,6 @@
-// Memory and copies on each device. The CUDA side keeps a caching allocator:
+// Memory and copies on each device. Both devices keep a caching allocator:
 // freed blocks go to a size-bucketed free list and are reused, so steady-state
-// training does no cudaMalloc/cudaFree (see docs/engine.md).
+// training does no cudaMalloc/cudaFree and no host mmap/munmap (docs/engine.md).
 #pragma once
 
 #include <cstddef>
@@ -22,12 +22,14 @@ void device_free(void* ptr, size_t bytes, Device device);
 void device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void device_synchronize();
 
-struct CudaAllocatorStats {
-  size_t allocated_bytes = 0;  // held by live tensors
-  size_t cached_bytes = 0;     // held in the free lists
-  size_t cuda_malloc_calls = 0;
+struct AllocatorStats {
+  size_t allocated_bytes = 0;     // held by live tensors (rounded block sizes)
+  size_t cached_bytes = 0;        // held in the free lists
+  size_t system_alloc_calls = 0;  // blocks taken from the system (cudaMalloc, aligned_alloc)
 };
-CudaAllocatorStats cuda_allocator_stats();
+AllocatorStats host_allocator_stats();
+void host_empty_cache();  // hands the cached host blocks back to the C library
+AllocatorStats cuda_allocator_stats();
 void cuda_empty_cache();
 
 }  // namespace echo

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "test_util.h"
+#include "caching_allocator_check.h"
 
 using namespace echo;
 using namespace echo::testing;
@@ -94,37 +95,7 @@ TEST(CudaTensor, AddScaledMatchesCpu) {
   }
 }
 
-// Rounding (512 B below 1 MiB, 2 MiB above), reuse of a cached block up to
-// twice the request, and the counters (device.cpp's documented behaviour).
 TEST(CudaTensor, CachingAllocatorReusesBlocks) {
   ECHO_REQUIRE_GPU();
-  cuda_empty_cache();
-  const CudaAllocatorStats s0 = cuda_allocator_stats();
-  EXPECT_EQ(s0.cached_bytes, 0u);
-  { Tensor a = Tensor::empty({1000}, DType::F32, Device::CUDA); }  // 4000 B -> 4096 B
-  const CudaAllocatorStats s1 = cuda_allocator_stats();
-  EXPECT_EQ(s1.cuda_malloc_calls, s0.cuda_malloc_calls + 1);
-  EXPECT_EQ(s1.allocated_bytes, s0.allocated_bytes);
-  EXPECT_EQ(s1.cached_bytes, 4096u);
-  for (int i = 0; i < 5; ++i) {
-    Tensor a = Tensor::empty({1000}, DType::F32, Device::CUDA);  // the cached block
-    Tensor b = Tensor::empty({750}, DType::F32, Device::CUDA);   // 3000 B: a new 3072 B block
-    EXPECT_EQ(cuda_allocator_stats().allocated_bytes, s0.allocated_bytes + 4096 + 3072);
-  }
-  EXPECT_EQ(cuda_allocator_stats().cuda_malloc_calls, s0.cuda_malloc_calls + 2);
-  {
-    // 1000 B (1024 B) does not take a 3072 or 4096 B block (more than twice the request).
-    Tensor c = Tensor::empty({250}, DType::F32, Device::CUDA);
-    EXPECT_EQ(cuda_allocator_stats().cuda_malloc_calls, s0.cuda_malloc_calls + 3);
-  }
-  {
-    // 3 MiB + 4 B rounds to 4 MiB.
-    Tensor big = Tensor::empty({(3 << 20) / 4 + 1}, DType::F32, Device::CUDA);
-    EXPECT_EQ(cuda_allocator_stats().allocated_bytes, s0.allocated_bytes + (size_t(4) << 20));
-  }
-  // Freed memory goes to the cache, and empty_cache hands it back.
-  EXPECT_EQ(cuda_allocator_stats().allocated_bytes, s0.allocated_bytes);
-  EXPECT_EQ(cuda_allocator_stats().cached_bytes, 4096u + 3072u + 1024u + (size_t(4) << 20));
-  cuda_empty_cache();
-  EXPECT_EQ(cuda_allocator_stats().cached_bytes, 0u);
+  check_caching_allocator(Device::CUDA, cuda_allocator_stats, cuda_empty_cache);
 }
