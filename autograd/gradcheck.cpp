@@ -139,6 +139,7 @@ GradcheckResult gradcheck(const GradcheckFn& fn, const std::vector<Tensor>& inpu
       if (!(e <= rep.max_abs_error)) rep.max_abs_error = std::isnan(e) ? INFINITY : e;
     }
     rep.max_error = rep.max_abs_error / scale;
+    rep.gradient_scale = scale;
     rep.checked = static_cast<int64_t>(idx.size());
     if (!(rep.max_error <= opt.tolerance) || !rep.accumulates) result.ok = false;
     result.inputs.push_back(rep);

@@ -29,6 +29,7 @@ struct GradcheckInputReport {
   std::string name;
   double max_error = 0;        // max_j |analytic_j − numeric_j| / max(max|numeric|, max|analytic|, 1e-8)
   double max_abs_error = 0;
+  double gradient_scale = 0;   // max(max|numeric|, max|analytic|): a check whose gradients are ~0 tests nothing
   int64_t checked = 0;
   bool accumulates = true;     // backward added into a pre-filled buffer
 };

@@ -379,6 +379,26 @@ TEST(RunnerTable, EveryOpRunsItsExampleThroughFiles) {
   for (const auto& op : runner_ops()) check_example_through_files(op);
 }
 
+// `echo-lm gradcheck --op all`: every op's example passes the float64 finite-
+// difference check, and the check is not vacuous: some input's gradient must be
+// of order one (a projection direction that the op's Jacobian annihilates once
+// made l2norm's check compare rounding noise with rounding noise).
+TEST(RunnerTable, EveryOpPassesGradcheck) {
+  if (runner_ops().empty()) GTEST_SKIP() << "the runner table is empty in this build";
+  GradcheckOptions options;
+  options.max_elements = 100;  // per input; each op's own tests check every element
+  for (const auto& op : runner_ops()) {
+    for (uint64_t seed : {1, 2}) {
+      SCOPED_TRACE(op.name + " seed " + std::to_string(seed));
+      GradcheckResult r = gradcheck_op(op, seed, options);
+      EXPECT_TRUE(r.ok) << r.report();
+      double largest = 0;
+      for (const auto& in : r.inputs) largest = std::max(largest, in.gradient_scale);
+      if (!r.inputs.empty()) EXPECT_GT(largest, 1e-3) << "every gradient of the check is ~0: " << r.report();
+    }
+  }
+}
+
 // gated_rmsnorm through the runner against a naive loop (spec §1.3: Mamba-2's
 // rmsnorm(x · silu(z)) · w, one group), and its gradients by finite differences.
 TEST(RunnerTable, GatedRmsnormMatchesANaiveLoop) {
