@@ -61,6 +61,85 @@ TEST(Trainer, ResumeIsBitIdenticalToAnUninterruptedRun) {
     EXPECT_EQ(p.tensor.to_vector(), mb->params().get(p.name).to_vector()) << p.name;
 }
 
+// The accuracy of every periodic evaluation in a metrics file, by step.
+std::vector<std::pair<int64_t, double>> eval_accuracies(const std::string& metrics_path) {
+  std::vector<std::pair<int64_t, double>> out;
+  std::ifstream f(metrics_path);
+  for (std::string line; std::getline(f, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j.value("eval", false)) out.push_back({j["step"].get<int64_t>(), j["accuracy"].begin()->get<double>()});
+  }
+  return out;
+}
+
+// Early stopping ends the run at the evaluation that completes the required run
+// of good evaluations, found here from an uninterrupted run's own evaluations,
+// records why, and continues its count across a resume.
+TEST(Trainer, EarlyStopEndsAtTheThirdGoodEvaluationAndSurvivesAResume) {
+  TempDir full, stopped, resumed;
+  TrainOptions o = tiny_training(full.path(), 150);
+  o.eval_every = 5;
+  train(o);
+  auto evals = eval_accuracies(full.file("metrics.jsonl"));
+  ASSERT_GE(evals.size(), 20u);
+  // A threshold that the run reaches, though not at every evaluation: the median.
+  std::vector<double> sorted;
+  for (auto& [step, acc] : evals) sorted.push_back(acc);
+  std::sort(sorted.begin(), sorted.end());
+  const double threshold = std::max(sorted[sorted.size() / 2], 1e-9);
+  int64_t expected_stop = 0, run = 0;
+  for (auto& [step, acc] : evals) {
+    if (step == o.steps) break;  // the final evaluation is not a periodic one
+    run = acc >= threshold ? run + 1 : 0;
+    if (run == 3) { expected_stop = step; break; }
+  }
+  ASSERT_GT(expected_stop, 0) << "no three good evaluations in a row at threshold " << threshold;
+
+  TrainOptions e = o;
+  e.out = stopped.path();
+  e.early_stop_accuracy = threshold;
+  e.early_stop_evals = 3;
+  TrainSummary s = train(e);
+  EXPECT_TRUE(s.stopped_early);
+  EXPECT_EQ(s.final_step, expected_stop);
+  EXPECT_TRUE(has(s.stop_reason, "3 consecutive evaluations")) << s.stop_reason;
+  auto summary = nlohmann::json::parse(read_text(stopped.file("metrics.jsonl")).substr(
+      read_text(stopped.file("metrics.jsonl")).rfind("{\"")));
+  EXPECT_EQ(summary["step"], expected_stop);
+  EXPECT_EQ(summary["stopped_early"], true);
+  EXPECT_EQ(read_checkpoint_header(stopped.file("latest.h5")).step, expected_stop);
+  // Same steps, same losses as the run without the rule, up to the stop.
+  auto la = losses(full.file("metrics.jsonl")), lb = losses(stopped.file("metrics.jsonl"));
+  for (int64_t step = 1; step <= expected_stop; ++step) EXPECT_EQ(la[step], lb[step]) << step;
+  EXPECT_EQ(lb.count(expected_stop + 1), 0u);
+
+  // Interrupted after the first good evaluation of the run, then resumed.
+  TrainOptions r = e;
+  r.out = resumed.path();
+  r.stop_after = expected_stop - 2 * o.eval_every + 2;
+  train(r);
+  r.stop_after = 0;
+  r.resume = true;
+  TrainSummary s2 = train(r);
+  EXPECT_TRUE(s2.stopped_early);
+  EXPECT_EQ(s2.final_step, expected_stop);
+  // Resuming a run that has stopped changes nothing.
+  TrainSummary s3 = train(r);
+  EXPECT_TRUE(s3.stopped_early);
+  EXPECT_EQ(s3.final_step, expected_stop);
+  EXPECT_EQ(losses(resumed.file("metrics.jsonl")).count(expected_stop + 1), 0u);
+}
+
+TEST(Trainer, EarlyStopNeedsPeriodicTaskEvaluations) {
+  TempDir d;
+  TrainOptions o = tiny_training(d.path(), 10);
+  o.early_stop_accuracy = 0.9;
+  EXPECT_TRUE(has(error_of([&] { train(o); }), "--eval-every")) << error_of([&] { train(o); });
+  o.eval_every = 5;
+  o.early_stop_accuracy = 1.5;
+  EXPECT_TRUE(has(error_of([&] { train(o); }), "(0, 1]"));
+}
+
 TEST(Trainer, RunDirectoryHoldsConfigMetricsAndCheckpoints) {
   TempDir d;
   TrainOptions o = tiny_training(d.path(), 12);
