@@ -9,9 +9,13 @@ list, so cells without a result are listed as "not run yet") and writes
   table.md    the same as markdown, chance levels beside every number;
   heatmap.png for MQAR cells evaluated on their own training task: accuracy per M × gap,
               one panel per model label (cells not run yet are grey);
-  curves.png  learning curves of cells trained with --eval-every;
+  curves.png  learning curves of cells trained with --eval-every, and curves_by_task.png
+              the same with one panel per training task (line style = training seed);
+  table.md also gets, for cells with learning curves, the first step at which held-out
+              accuracy reached 0.5 and 0.9, where and why training stopped, and its time;
   length.png  when a cell is evaluated on one task family at several lengths (T or gap):
-              accuracy against the eval length, one line per cell;
+              accuracy against the eval length, one line per cell (length_by_task.png: one
+              panel per training task);
   tasks.png   when cells are evaluated on several task families: accuracy per cell × task.
 """
 import csv
@@ -151,9 +155,62 @@ def main():
             ax.plot([c["step"] for c in curve], [np.mean(list(c["accuracy"].values())) for c in curve],
                     marker=".", label=cid)
         save_accuracy_plot(fig, ax, "step", os.path.join(results, "curves.png"))
+        write_convergence(results, done, curves)
+        plot_curves_by_task(results, done, curves)
     plot_heatmap(results, rows)
     plot_length(results, rows)
     plot_tasks(results, rows)
+
+
+def first_step_reaching(curve, level):
+    """First step whose held-out accuracy (worst over the tasks) is >= level, or None."""
+    for c in curve:
+        if min(c["accuracy"].values()) >= level:
+            return c["step"]
+    return None
+
+
+def write_convergence(results, done, curves):
+    """Sample efficiency and cost of the cells with learning curves, appended to table.md."""
+    with open(os.path.join(results, "table.md"), "a") as f:
+        f.write("\nConvergence (the trainer's periodic held-out evals; \"-\" = not reached within the run):\n\n"
+                "| cell | model | train task | seed | first step >= 0.5 | first step >= 0.9 | final step "
+                "| stopped | train s | s/step |\n|---|---|---|---:|---:|---:|---:|---|---:|---:|\n")
+        for cid, curve in curves.items():
+            r = done[cid]
+            final = r.get("final_step", r["steps"])
+            stop = "early (>= 0.99 three times)" if r.get("stopped_early") else "at the step budget"
+            reach = [first_step_reaching(curve, lv) for lv in (0.5, 0.9)]
+            f.write("| %s | %s | %s | %s | %s | %s | %d | %s | %.0f | %.2f |\n" % (
+                cid, r["label"], " ".join(r.get("train_tasks") or []), r.get("train_seed"),
+                *["-" if x is None else str(x) for x in reach], final, stop, r["train_seconds"],
+                r["train_seconds"] / max(final, 1)))
+
+
+def plot_curves_by_task(results, done, curves):
+    """Learning curves, one panel per training task, one colour per model label."""
+    tasks = sorted({" ".join(done[c].get("train_tasks") or []) for c in curves},
+                   key=lambda t: [int(v) if v.isdigit() else v for v in re.split(r"(\d+)", t)])
+    labels = list(dict.fromkeys(done[c]["label"] for c in curves))
+    colours = {l: "C%d" % i for i, l in enumerate(labels)}
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.6), squeeze=False, sharey=True)
+    for ax, task in zip(axes[0], tasks):
+        for cid, curve in curves.items():
+            r = done[cid]
+            if " ".join(r.get("train_tasks") or []) != task:
+                continue
+            seed = r.get("train_seed") or 1
+            ax.plot([c["step"] for c in curve], [min(c["accuracy"].values()) for c in curve],
+                    styles[(seed - 1) % len(styles)], color=colours[r["label"]], marker=".", markersize=3,
+                    label="%s (seed %s)" % (r["label"], seed))
+        ax.set_title(task, fontsize=9)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("held-out accuracy")
+    fig.savefig(os.path.join(results, "curves_by_task.png"), dpi=120, bbox_inches="tight")
+    plt.close(fig)
 
 
 def save_accuracy_plot(fig, ax, xlabel, path):
@@ -232,6 +289,32 @@ def plot_length(results, rows):
     ax.plot([p[0] for p in first], [p[2] for p in first], "k:", label="informed guess")
     ax.set_xscale("log", base=2)
     save_accuracy_plot(fig, ax, "eval length (T or gap)", os.path.join(results, "length.png"))
+    # One panel per training task: the cells trained on the same data side by side.
+    train_task = {r["cell"]: r["train_tasks"] for r in rows if r["status"] == "done"}
+    tasks = sorted({train_task[k[0]] for k in series}, key=lambda t: [int(v) if v.isdigit() else v for v in re.split(r"(\d+)", t)])
+    if len(tasks) < 2:
+        return
+    labels = list(dict.fromkeys(k[1] for k in series))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.6), squeeze=False, sharey=True)
+    for ax, task in zip(axes[0], tasks):
+        chance = None
+        for (cid, label, name), pts in series.items():
+            if train_task[cid] != task:
+                continue
+            seed_style = "--" if re.search(r"-s2$", cid) else "-"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], seed_style, marker="o", markersize=3,
+                    color="C%d" % labels.index(label), label="%s (%s)" % (label, cid))
+            chance = pts
+        if chance:
+            ax.plot([p[0] for p in chance], [p[2] for p in chance], "k:", label="informed guess")
+        ax.set_xscale("log", base=2)
+        ax.set_title("trained on " + task, fontsize=9)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("eval length (T or gap)")
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("held-out accuracy")
+    fig.savefig(os.path.join(results, "length_by_task.png"), dpi=120, bbox_inches="tight")
+    plt.close(fig)
 
 
 def plot_tasks(results, rows):
