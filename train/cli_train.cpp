@@ -77,53 +77,13 @@ void add_train_commands(CLI::App& app) {
                 "model config JSON (spec §3), or a train config {\"model\": {...} or \"preset\", \"train\": {...}}");
   t->add_option("--set", a->sets, "override a model config key, e.g. --set ska.power_steps=1 (repeatable)");
   t->add_option("--task", a->tasks, "task SPEC name:key=value,... (repeatable: a mixture)");
-  t->add_option("--data", o.data,
-                "train next-token prediction on token files: FILE or GLOB of raw uint16/uint32 ids or llm.c shards "
-                "(docs/language_modelling.md); not with --task");
-  t->add_option("--val-data", o.val_data, "validation token files (FILE or GLOB); default: the held-out tail of --data");
-  t->add_option("--val-fraction", o.val_fraction,
-                "without --val-data: the last fraction of the --data tokens, held out for validation (0 = none)")
-      ->capture_default_str();
-  t->add_option("--seq-len", o.seq_len, "tokens per training / validation window (with --data)")->capture_default_str();
-  t->add_option("--data-width", o.data_width,
-                "width of raw (headerless) token files: auto (uint16 when vocab_size <= 65536, else uint32), u16, u32; "
-                "llm.c shards carry theirs")
-      ->check(CLI::IsMember({"auto", "u16", "u32"}))
-      ->capture_default_str();
-  t->add_option("--steps", o.steps, "optimizer steps (the schedule's length)")->capture_default_str();
-  t->add_option("--stop-after", o.stop_after, "stop after this step with a checkpoint (resume later)");
-  t->add_option("--batch", o.batch, "sequences per micro-batch (under mpirun: the global batch, split among the ranks)")->capture_default_str();
-  t->add_option("--grad-accum", o.grad_accum, "micro-batches per step")->capture_default_str();
-  t->add_option("--lr", o.lr, "peak learning rate")->capture_default_str();
-  t->add_option("--min-lr-ratio", o.min_lr_ratio, "final lr as a fraction of the peak")->capture_default_str();
-  t->add_option("--warmup", o.warmup, "linear warmup steps")->capture_default_str();
-  t->add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
-  t->add_option("--beta1", o.beta1, "AdamW β₁")->capture_default_str();
-  t->add_option("--beta2", o.beta2, "AdamW β₂")->capture_default_str();
-  t->add_option("--clip", o.clip, "clip the global gradient norm (0 = off)")->capture_default_str();
-  t->add_option("--spike-factor", o.spike_factor, "skip steps whose loss exceeds this × running mean (0 = off)")
-      ->capture_default_str();
-  t->add_option("--max-bad-steps", o.max_bad_steps, "abort after this many non-finite steps in a row")
-      ->capture_default_str();
-  t->add_option("--seed", o.seed, "seed of the initialisation, the data and the eval examples")->capture_default_str();
-  add_device_flag(*t, o.device);
-  t->add_option("--precision", o.precision,
-                "matmul precision: f32, or bf16 (bf16 matmul inputs, fp32 accumulation and master weights)")
-      ->check(CLI::IsMember({"f32", "bf16"}))
-      ->capture_default_str();
-  t->add_option("--threads", o.threads, "CPU threads (0 = all)")->capture_default_str();
-  t->add_option("--log-every", o.log_every, "progress line and metrics record every N steps")->capture_default_str();
-  t->add_option("--eval-every", o.eval_every, "held-out evaluation every N steps (0 = at the end only)")
-      ->capture_default_str();
-  t->add_option("--eval-examples", o.eval_examples, "held-out examples per task and evaluation")->capture_default_str();
-  t->add_option("--early-stop-accuracy", o.early_stop_accuracy,
-                "stop once every task's held-out accuracy is >= this at --early-stop-evals consecutive evaluations "
-                "(needs --eval-every; 0 = off)")
-      ->capture_default_str();
-  t->add_option("--early-stop-evals", o.early_stop_evals, "consecutive evaluations for --early-stop-accuracy")
-      ->capture_default_str();
-  t->add_option("--ckpt-every", o.ckpt_every, "checkpoint every N steps (0 = at the end only)")->capture_default_str();
-  t->add_option("--keep-last", o.keep_last, "step checkpoints kept")->capture_default_str();
+  // Every training option, as train/train_options.cpp defines it.
+  for (const TrainOptionField& f : train_option_fields()) {
+    if (!f.flag) continue;
+    CLI::Option* opt = std::visit([&](auto member) { return t->add_option(f.flag, o.*member, f.help); }, f.member);
+    if (!f.choices.empty()) opt->check(CLI::IsMember(f.choices));
+    if (f.show_default) opt->capture_default_str();
+  }
   t->add_option("--out", o.out, "run directory")->required();
   t->add_flag("--resume", o.resume, "continue from DIR/latest.h5");
   t->add_flag("--quiet", o.quiet, "no progress lines");
@@ -138,19 +98,8 @@ void add_train_commands(CLI::App& app) {
       TrainOptions from_flags = o;
       apply_train_json(train_json, o);
       auto given = [&](const char* name) { return t->get_option(name)->count() > 0; };
-#define ECHO_FLAG(name, field) if (given(name)) o.field = from_flags.field;
-      ECHO_FLAG("--steps", steps) ECHO_FLAG("--stop-after", stop_after) ECHO_FLAG("--batch", batch)
-      ECHO_FLAG("--grad-accum", grad_accum) ECHO_FLAG("--lr", lr) ECHO_FLAG("--min-lr-ratio", min_lr_ratio)
-      ECHO_FLAG("--warmup", warmup) ECHO_FLAG("--weight-decay", weight_decay) ECHO_FLAG("--beta1", beta1)
-      ECHO_FLAG("--beta2", beta2) ECHO_FLAG("--clip", clip) ECHO_FLAG("--spike-factor", spike_factor)
-      ECHO_FLAG("--max-bad-steps", max_bad_steps) ECHO_FLAG("--seed", seed) ECHO_FLAG("--device", device)
-      ECHO_FLAG("--precision", precision)
-      ECHO_FLAG("--threads", threads) ECHO_FLAG("--log-every", log_every) ECHO_FLAG("--eval-every", eval_every)
-      ECHO_FLAG("--eval-examples", eval_examples) ECHO_FLAG("--ckpt-every", ckpt_every)
-      ECHO_FLAG("--early-stop-accuracy", early_stop_accuracy) ECHO_FLAG("--early-stop-evals", early_stop_evals)
-      ECHO_FLAG("--keep-last", keep_last) ECHO_FLAG("--data", data) ECHO_FLAG("--val-data", val_data)
-      ECHO_FLAG("--val-fraction", val_fraction) ECHO_FLAG("--seq-len", seq_len) ECHO_FLAG("--data-width", data_width)
-#undef ECHO_FLAG
+      for (const TrainOptionField& f : train_option_fields())
+        if (f.flag && given(f.flag)) std::visit([&](auto member) { o.*member = from_flags.*member; }, f.member);
     };
     if (resume && a->model.empty() && a->config.empty()) {
       // --resume alone: the stored training options, with any flag given on top.
