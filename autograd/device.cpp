@@ -1,5 +1,7 @@
 #include "autograd/device.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -71,6 +73,7 @@ class CachingAllocator {
       stats_.allocated_bytes += it->first;
       sizes_[p] = it->first;
       free_.erase(it);
+      stats_.peak_allocated_bytes = std::max(stats_.peak_allocated_bytes, stats_.allocated_bytes);
     } else {
       p = Backend::raw_alloc(size);
       if (!p) {
@@ -83,6 +86,7 @@ class CachingAllocator {
       ++stats_.system_alloc_calls;
       stats_.allocated_bytes += size;
       sizes_[p] = size;
+      stats_.peak_allocated_bytes = std::max(stats_.peak_allocated_bytes, stats_.allocated_bytes);
     }
     Backend::on_hand_out(p, bytes, sizes_[p]);
     return p;
@@ -105,6 +109,10 @@ class CachingAllocator {
   AllocatorStats stats() {
     std::lock_guard<std::mutex> lock(mu_);
     return stats_;
+  }
+  void reset_peak() {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.peak_allocated_bytes = stats_.allocated_bytes;
   }
 
  private:
@@ -202,6 +210,10 @@ void require_cuda(const char* what) {
 
 }  // namespace
 
+namespace {
+std::atomic<int64_t> g_device_to_host_copies{0}, g_synchronizations{0};
+}  // namespace
+
 bool cuda_available() { return probe().available; }
 const std::string& cuda_unavailable_reason() { return probe().reason; }
 
@@ -239,18 +251,32 @@ void device_copy(void* dst, Device dd, const void* src, Device sd, size_t bytes)
   cudaMemcpyKind kind = dd == Device::CUDA ? (sd == Device::CUDA ? cudaMemcpyDeviceToDevice
                                                                  : cudaMemcpyHostToDevice)
                                            : cudaMemcpyDeviceToHost;
+  if (kind == cudaMemcpyDeviceToHost) note_device_to_host_copy();
   check(cudaMemcpy(dst, src, bytes, kind), "cudaMemcpy");
 #endif
 }
 
 void device_synchronize() {
 #if ECHO_HAVE_CUDA
-  if (cuda_available()) check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  if (cuda_available()) {
+    ++g_synchronizations;
+    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  }
 #endif
 }
 
 AllocatorStats host_allocator_stats() { return host_allocator().stats(); }
 void host_empty_cache() { host_allocator().empty_cache(); }
+void host_reset_peak() { host_allocator().reset_peak(); }
+
+void cuda_reset_peak() {
+#if ECHO_HAVE_CUDA
+  if (cuda_available()) cuda_allocator().reset_peak();
+#endif
+}
+
+HostSyncCounts host_sync_counts() { return {g_device_to_host_copies.load(), g_synchronizations.load()}; }
+void note_device_to_host_copy() { ++g_device_to_host_copies; }
 
 AllocatorStats cuda_allocator_stats() {
 #if ECHO_HAVE_CUDA

@@ -12,7 +12,6 @@
 
 namespace echo::bench {
 
-namespace {
 // Multiply-adds count 2 FLOPs; only the causal pairs j ≤ i count, T(T+1)/2 per
 // (b, h), each with one dh-long multiply-add per product:
 //   forward : S = q'k'ᵀ, O = P V                                   2 products
@@ -20,17 +19,13 @@ namespace {
 //             dq' = dS k', dk' = dSᵀ q', dv = Pᵀ dO                 5 products
 // RoPE (O(T·dh)) and the softmax's exp (one per pair and pass, reported as
 // "exps") are left out of the FLOPs.
-struct Flops {
-  double forward = 0, backward = 0, pairs = 0;
-};
-Flops count_flops(int64_t b, int64_t T, int64_t H, int64_t dh) {
-  Flops f;
+OpFlops causal_attention_flops(int64_t b, int64_t T, int64_t H, int64_t dh) {
+  OpFlops f;
   f.pairs = static_cast<double>(b * H) * static_cast<double>(T) * static_cast<double>(T + 1) / 2;
   f.forward = 2 * 2 * f.pairs * static_cast<double>(dh);
   f.backward = 5 * 2 * f.pairs * static_cast<double>(dh);
   return f;
 }
-}  // namespace
 
 nlohmann::json bench_causal_attention(const std::string& device, int64_t b, int64_t T, int64_t H, int64_t dh,
                                       int iters, const std::string& dtype, int warmup) {
@@ -59,7 +54,7 @@ nlohmann::json bench_causal_attention(const std::string& device, int64_t b, int6
       },
       iters, warmup);
 
-  const Flops f = count_flops(b, T, H, dh);
+  const OpFlops f = causal_attention_flops(b, T, H, dh);
   nlohmann::json j;
   j["bench"] = "causal_attention";
   j["device"] = device;

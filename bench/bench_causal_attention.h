@@ -2,6 +2,8 @@
 // shape, with the FLOPs of its matrix products.
 #pragma once
 
+#include "bench/bench_common.h"
+
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -20,5 +22,9 @@ nlohmann::json bench_causal_attention(const std::string& device, int64_t b, int6
 
 // `echo-lm bench causal_attention [--size b=32 --size T=1024 --size H=4 --size dh=16 --size f64=1]`.
 Benchmark benchmark_causal_attention();
+
+// FLOPs of causal_attention at q/k/v [b,T,H,dh] (bench_causal_attention.cpp
+// lists what counts).
+OpFlops causal_attention_flops(int64_t b, int64_t T, int64_t H, int64_t dh);
 
 }  // namespace echo::bench

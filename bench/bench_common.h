@@ -12,6 +12,13 @@
 
 namespace echo::bench {
 
+// FLOPs of one op call, forward and backward (a multiply-add is 2 FLOP); each
+// op's benchmark file documents what it counts. `pairs`: the (query, key) pairs
+// of an attention, for the exp count.
+struct OpFlops {
+  double forward = 0, backward = 0, pairs = 0;
+};
+
 // Sorted wall times in milliseconds of fn() over `iters` runs after `warmup`
 // runs; synchronises the GPU around each run so CUDA timings are complete.
 inline std::vector<double> times_ms(const std::function<void()>& fn, int iters, int warmup) {

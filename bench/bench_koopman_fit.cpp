@@ -149,4 +149,9 @@ Benchmark benchmark_koopman_fit() {
   };
   return b;
 }
+OpFlops koopman_fit_flops(const KoopmanBenchConfig& c) {
+  const Counts n = count_work(c);
+  return {n.forward_flop, n.backward_flop, 0};
+}
+
 }  // namespace echo::bench

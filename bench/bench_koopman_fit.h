@@ -4,6 +4,8 @@
 // same math in PyTorch for comparison.
 #pragma once
 
+#include "bench/bench_common.h"
+
 #include <nlohmann/json.hpp>
 
 #include "autograd/tensor.h"
@@ -37,4 +39,7 @@ nlohmann::json bench_koopman_fit(const KoopmanBenchConfig& config);
 namespace echo::bench {
 // `echo-lm bench koopman_fit [--size b=4,T=1024,H=4,r=24,P=32,K=2,chunk=64,prefix=0]`.
 Benchmark benchmark_koopman_fit();
+// FLOPs of koopman_fit at the config's shape (the work count of bench_koopman_fit.cpp).
+OpFlops koopman_fit_flops(const KoopmanBenchConfig& c);
+
 }  // namespace echo::bench

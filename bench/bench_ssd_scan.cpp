@@ -13,7 +13,6 @@
 
 namespace echo::bench {
 
-namespace {
 // Multiply-adds count 2 FLOPs; the causal Q×Q products count their lower
 // triangle only, as the kernels skip the rest. Per full chunk of Q steps:
 //   forward : group  CB = C Bᵀ                       Q(Q+1)/2 · N
@@ -23,11 +22,8 @@ namespace {
 //             head   dM = dY Xᵀ, dX += Mᵀ dY         2 · Q(Q+1)/2 · P
 //                    E_c, V = B dSᵀ, dB_S, U = dY h  4 · Q P N
 // Elementwise work (exp, the segment-sum gradients) is O(Q²) per head and left out.
-struct Flops {
-  double forward = 0, backward = 0;
-};
-Flops count_flops(int64_t b, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, int64_t Q) {
-  Flops f;
+OpFlops ssd_scan_flops(int64_t b, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, int64_t Q) {
+  OpFlops f;
   for (int64_t t0 = 0; t0 < T; t0 += Q) {
     const double L = static_cast<double>(std::min(Q, T - t0));
     const double tri = L * (L + 1) / 2;
@@ -38,7 +34,6 @@ Flops count_flops(int64_t b, int64_t T, int64_t H, int64_t P, int64_t N, int64_t
   f.backward *= static_cast<double>(b);
   return f;
 }
-}  // namespace
 
 nlohmann::json bench_ssd_scan(const std::string& device, int64_t b, int64_t T, int64_t H, int64_t P, int64_t N,
                               int iters, int64_t G, int64_t chunk, const std::string& dtype, int warmup) {
@@ -75,7 +70,7 @@ nlohmann::json bench_ssd_scan(const std::string& device, int64_t b, int64_t T, i
       iters, warmup);
   const double fwd_ms = fwd[fwd.size() / 2], fwd_bwd_ms = fwd_bwd[fwd_bwd.size() / 2];
 
-  const Flops f = count_flops(b, T, H, P, N, G, chunk);
+  const OpFlops f = ssd_scan_flops(b, T, H, P, N, G, chunk);
   // The least the op must move: forward reads x, dt, B, C (A, D are tiny) and writes
   // y and h_final; backward also reads dy, dh_final and the saved chunk states
   // and writes dx, ddt, dB, dC.

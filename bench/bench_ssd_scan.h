@@ -2,6 +2,8 @@
 // with the FLOPs and the minimal bytes the op must move (docs/ssd.md §5).
 #pragma once
 
+#include "bench/bench_common.h"
+
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -22,5 +24,9 @@ nlohmann::json bench_ssd_scan(const std::string& device, int64_t b, int64_t T, i
 
 // `echo-lm bench ssd_scan [--size b=4 --size T=1024 ... --size f64=1]`.
 Benchmark benchmark_ssd_scan();
+
+// FLOPs of ssd_scan at x [b,T,H,P], B/C [b,T,G,N], chunk Q (bench_ssd_scan.cpp
+// lists what counts).
+OpFlops ssd_scan_flops(int64_t b, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, int64_t Q);
 
 }  // namespace echo::bench

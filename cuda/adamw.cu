@@ -3,6 +3,8 @@
 #include <vector>
 
 #include "cuda/adamw.cuh"
+
+#include "autograd/device.h"
 #include "cuda/common.cuh"
 
 namespace echo::gpu {
@@ -68,6 +70,7 @@ double sum_squares(const float* g, int64_t n, double* workspace, bool* finite) {
   ECHO_LAUNCH(sumsq_kernel, kReduceBlocks, kReduceThreads)(g, n, workspace, workspace + kReduceBlocks);
   check_launch("sum_squares");
   std::vector<double> host(2 * kReduceBlocks);
+  note_device_to_host_copy();
   check_cuda(cudaMemcpy(host.data(), workspace, host.size() * sizeof(double), cudaMemcpyDeviceToHost),
              "sum_squares copy");
   double s = 0;

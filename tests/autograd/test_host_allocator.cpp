@@ -31,6 +31,20 @@ TEST(HostAllocator, RepeatedStepsAllocateNothingNew) {
   EXPECT_EQ(host_allocator_stats().system_alloc_calls, calls);
 }
 
+TEST(HostAllocator, PeakCountsTheMostLiveBytesSinceTheReset) {
+  host_reset_peak();
+  const size_t base = host_allocator_stats().allocated_bytes;
+  {
+    Tensor a = Tensor::empty({256 * 1024});  // 1 MiB: rounded to 2 MiB
+    { Tensor b = Tensor::empty({1000}); }     // 4096 B, freed while a lives
+    Tensor c = Tensor::empty({100});          // 512 B
+    EXPECT_EQ(host_allocator_stats().peak_allocated_bytes, base + (size_t(2) << 20) + 4096);
+  }
+  EXPECT_EQ(host_allocator_stats().allocated_bytes, base);
+  host_reset_peak();
+  EXPECT_EQ(host_allocator_stats().peak_allocated_bytes, base);
+}
+
 TEST(HostAllocator, CachedBlocksArePoisonedUnderAddressSanitizer) {
 #if defined(__SANITIZE_ADDRESS__)
   const float* p;

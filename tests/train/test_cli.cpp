@@ -96,6 +96,49 @@ TEST(Cli, BenchPrintsOneJsonObjectPerCase) {
   EXPECT_TRUE(contains(list.out, "unary")) << list.out;
 }
 
+// `echo-lm bench step` (spec §6.5): one JSON object whose numbers hang together.
+TEST(Cli, BenchStepTimesWholeTrainingSteps) {
+  TempDir dir;
+  RunResult r = run_echo({"bench", "step", "--model", "ska-1m", "--batch", "2", "--seq", "16", "--iters", "3",
+                          "--warmup", "1", "--threads", "1"},
+                         dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  nlohmann::json j = nlohmann::json::parse(r.out);  // exactly one JSON object
+  EXPECT_EQ(j.at("bench"), "step");
+  EXPECT_EQ(j.at("device"), "cpu");
+  EXPECT_EQ(j.at("iters"), 3);
+  EXPECT_EQ(j.at("step_s_each").size(), 3u);
+  const double mean = j.at("step_s"), lo = j.at("step_s_min"), hi = j.at("step_s_max");
+  EXPECT_GT(lo, 0.0);
+  EXPECT_LE(lo, mean);
+  EXPECT_LE(mean, hi);
+  EXPECT_NEAR(j.at("tokens_per_s").get<double>(), 32 / mean, 1e-9 * 32 / mean);
+  // dense FLOPs are 6 · parameters · tokens; the total adds the scan and fit.
+  const double params = j.at("parameters");
+  EXPECT_DOUBLE_EQ(j.at("gflop_per_step_parts").at("dense").get<double>(), 6 * params * 32 / 1e9);
+  EXPECT_GT(j.at("gflop_per_step_parts").at("ssd_scan").get<double>(), 0.0);
+  EXPECT_GT(j.at("gflop_per_step_parts").at("koopman_fit").get<double>(), 0.0);
+  EXPECT_NEAR(j.at("gflops_per_s").get<double>(), j.at("gflop_per_step").get<double>() / mean, 1e-9);
+  EXPECT_TRUE(j.at("mfu").is_null()) << "no known peak for a CPU";
+  EXPECT_GT(j.at("peak_host_bytes").get<double>(), 4 * params) << "at least the parameters' gradients";
+  EXPECT_GT(j.at("share_of_sgemm").get<double>(), 0.0);
+
+  if (cuda_available()) {
+    RunResult g = run_echo({"bench", "step", "--model", "ska-1m", "--batch", "1", "--seq", "8", "--iters", "1",
+                            "--warmup", "1", "--device", "cuda"},
+                           dir);
+    ASSERT_EQ(g.status, 0) << g.err;
+    nlohmann::json c = nlohmann::json::parse(g.out);
+    // Parameters, gradients and both AdamW moments live on the device at least.
+    EXPECT_GT(c.at("peak_device_bytes").get<double>(), 16 * params);
+    EXPECT_GE(c.at("host_syncs_per_step").get<double>(), 1.0) << "the loss is read back every step";
+  }
+
+  expect_one_line_error({"bench", "step", "--batch", "2"}, {"--model"});
+  expect_one_line_error({"bench", "unary", "--model", "ska-1m"}, {"bench step"});
+  expect_one_line_error({"bench", "step", "--model", "nosuchmodel"}, {"nosuchmodel"});
+}
+
 // `echo-lm op` end to end on a real op of the table: errors about the files,
 // then a forward+backward run whose output the library reads back.
 TEST(Cli, OpRunsGatedRmsnormFromFiles) {
