@@ -187,13 +187,19 @@ def write_convergence(results, done, curves):
                 r["train_seconds"] / max(final, 1)))
 
 
+SEED_STYLES = ["-", "--", ":", "-."]
+
+
+def label_colours(labels):
+    """One colour per model label, the same in every plot of a grid (labels sorted)."""
+    return {l: "C%d" % i for i, l in enumerate(sorted(set(labels)))}
+
+
 def plot_curves_by_task(results, done, curves):
     """Learning curves, one panel per training task, one colour per model label."""
     tasks = sorted({" ".join(done[c].get("train_tasks") or []) for c in curves},
                    key=lambda t: [int(v) if v.isdigit() else v for v in re.split(r"(\d+)", t)])
-    labels = list(dict.fromkeys(done[c]["label"] for c in curves))
-    colours = {l: "C%d" % i for i, l in enumerate(labels)}
-    styles = ["-", "--", ":", "-."]
+    colours = label_colours(done[c]["label"] for c in curves)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.6), squeeze=False, sharey=True)
     for ax, task in zip(axes[0], tasks):
         for cid, curve in curves.items():
@@ -202,7 +208,7 @@ def plot_curves_by_task(results, done, curves):
                 continue
             seed = r.get("train_seed") or 1
             ax.plot([c["step"] for c in curve], [min(c["accuracy"].values()) for c in curve],
-                    styles[(seed - 1) % len(styles)], color=colours[r["label"]], marker=".", markersize=3,
+                    SEED_STYLES[(seed - 1) % len(SEED_STYLES)], color=colours[r["label"]], marker=".", markersize=3,
                     label="%s (seed %s)" % (r["label"], seed))
         ax.set_title(task, fontsize=9)
         ax.set_ylim(0, 1.02)
@@ -294,16 +300,17 @@ def plot_length(results, rows):
     tasks = sorted({train_task[k[0]] for k in series}, key=lambda t: [int(v) if v.isdigit() else v for v in re.split(r"(\d+)", t)])
     if len(tasks) < 2:
         return
-    labels = list(dict.fromkeys(k[1] for k in series))
+    colours = label_colours(k[1] for k in series)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.6), squeeze=False, sharey=True)
     for ax, task in zip(axes[0], tasks):
         chance = None
         for (cid, label, name), pts in series.items():
             if train_task[cid] != task:
                 continue
-            seed_style = "--" if re.search(r"-s2$", cid) else "-"
+            seed = re.search(r"-s(\d+)$", cid)
+            seed_style = SEED_STYLES[(int(seed.group(1)) - 1) % len(SEED_STYLES)] if seed else "-"
             ax.plot([p[0] for p in pts], [p[1] for p in pts], seed_style, marker="o", markersize=3,
-                    color="C%d" % labels.index(label), label="%s (%s)" % (label, cid))
+                    color=colours[label], label="%s (%s)" % (label, cid))
             chance = pts
         if chance:
             ax.plot([p[0] for p in chance], [p[2] for p in chance], "k:", label="informed guess")
