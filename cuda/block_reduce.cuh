@@ -9,22 +9,22 @@
 namespace echo::gpu {
 
 // Butterfly sum over the 32 lanes of a full warp; every lane ends with the total.
-__device__ inline float warp_sum(float v) {
+template <typename Real> __device__ inline Real warp_sum(Real v) {
   for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
   return v;
 }
 
 // Sum of v over the block in a fixed tree order (blockDim.x a power of two);
-// shared: blockDim.x floats of shared memory. Every thread gets the total, and
+// shared: blockDim.x elements of shared memory. Every thread gets the total, and
 // shared may be reused as soon as it returns.
-__device__ inline float block_sum(float v, float* shared) {
+template <typename Real> __device__ inline Real block_sum(Real v, Real* shared) {
   shared[threadIdx.x] = v;
   __syncthreads();
   for (int s = blockDim.x / 2; s > 0; s >>= 1) {
     if (threadIdx.x < s) shared[threadIdx.x] += shared[threadIdx.x + s];
     __syncthreads();
   }
-  const float total = shared[0];
+  const Real total = shared[0];
   __syncthreads();
   return total;
 }

@@ -47,6 +47,15 @@ inline unsigned row_blocks(int64_t rows, const char* op) {
 #define ECHO_GRID_STRIDE(i, n) \
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
-__device__ inline float sigmoidf_(float x) { return 1.f / (1.f + __expf(-x)); }
+// Math in a kernel's element type. The float kernels are the ones that train;
+// their double instantiations (ssd_scan, koopman_fit) exist so that the CUDA path
+// can be checked against finite differences in float64, where float32's ≈1e-7
+// rounding would drown the O(h²) truncation error of the central difference.
+__device__ inline float real_exp(float x) { return expf(x); }
+__device__ inline double real_exp(double x) { return exp(x); }
+__device__ inline float real_sqrt(float x) { return sqrtf(x); }
+__device__ inline double real_sqrt(double x) { return sqrt(x); }
+__device__ inline float real_max(float a, float b) { return fmaxf(a, b); }
+__device__ inline double real_max(double a, double b) { return fmax(a, b); }
 
 }  // namespace echo::gpu
