@@ -54,7 +54,7 @@ struct Dims {
 
 Dims check_inputs(const Tensor& x, const Tensor& dt, const Tensor& A, const Tensor& B,
                   const Tensor& C, const Tensor& D, const Tensor& h0, int64_t chunk_size) {
-  check_floating_same(kOp, {&x, &dt, &A, &B, &C, &D, &h0});
+  check_floating_same(kOp, {&x, &dt, &A, &B, &C, &D, &h0}, /*cuda_float64=*/true);
   op_check(x.defined() && dt.defined() && A.defined() && B.defined() && C.defined(), kOp,
            "x, dt, A, B and C are required");
   op_check(chunk_size > 0, kOp, "chunk_size must be > 0, got " + std::to_string(chunk_size));
@@ -632,10 +632,13 @@ SsdResult ssd_scan(const Tensor& x, const Tensor& dt, const Tensor& A, const Ten
   if (on_cuda(x)) {
 #if ECHO_HAVE_CUDA
     const gpu::SsdDims gd{d.batch, d.T, d.H, d.P, d.G, d.N, d.Q};
-    Tensor ws = Tensor::empty({std::max<int64_t>(1, gpu::ssd_forward_workspace_floats(gd))}, DType::F32, dev);
-    gpu::ssd_scan_forward(gd, cptr<float>(x), cptr<float>(dt), cptr<float>(A), cptr<float>(B), cptr<float>(C),
-                          cptr<float>(D), cptr<float>(h0), ptr<float>(y), ptr<float>(h_final), ptr<float>(states),
-                          ptr<float>(ws));
+    Tensor ws = Tensor::empty({std::max<int64_t>(1, gpu::ssd_forward_workspace_elements(gd))}, type, dev);
+    dispatch_floating(type, kOp, [&](auto t) {
+      using Real = decltype(t);
+      gpu::ssd_scan_forward(gd, cptr<Real>(x), cptr<Real>(dt), cptr<Real>(A), cptr<Real>(B), cptr<Real>(C),
+                            cptr<Real>(D), cptr<Real>(h0), ptr<Real>(y), ptr<Real>(h_final), ptr<Real>(states),
+                            ptr<Real>(ws));
+    });
 #else
     no_cuda_build(kOp);
 #endif
@@ -662,13 +665,16 @@ SsdResult ssd_scan(const Tensor& x, const Tensor& dt, const Tensor& A, const Ten
              if (on_cuda(x)) {
 #if ECHO_HAVE_CUDA
                const gpu::SsdDims gd{d.batch, d.T, d.H, d.P, d.G, d.N, d.Q};
-               Tensor ws = Tensor::empty({std::max<int64_t>(1, gpu::ssd_backward_workspace_floats(gd))},
-                                         DType::F32, x.device());
-               gpu::ssd_scan_backward(gd, cptr<float>(x), cptr<float>(dt), cptr<float>(A), cptr<float>(B),
-                                      cptr<float>(C), cptr<float>(D), cptr<float>(states), cptr<float>(gy[0]),
-                                      cptr<float>(gy[1]), ptr<float>(gr.dx), ptr<float>(gr.ddt),
-                                      ptr<float>(gr.dA), ptr<float>(gr.dB), ptr<float>(gr.dC), ptr<float>(gr.dD),
-                                      ptr<float>(gr.dh0), ptr<float>(ws));
+               Tensor ws = Tensor::empty({std::max<int64_t>(1, gpu::ssd_backward_workspace_elements(gd))},
+                                         x.dtype(), x.device());
+               dispatch_floating(x.dtype(), kOp, [&](auto t) {
+                 using Real = decltype(t);
+                 gpu::ssd_scan_backward(gd, cptr<Real>(x), cptr<Real>(dt), cptr<Real>(A), cptr<Real>(B),
+                                        cptr<Real>(C), cptr<Real>(D), cptr<Real>(states), cptr<Real>(gy[0]),
+                                        cptr<Real>(gy[1]), ptr<Real>(gr.dx), ptr<Real>(gr.ddt), ptr<Real>(gr.dA),
+                                        ptr<Real>(gr.dB), ptr<Real>(gr.dC), ptr<Real>(gr.dD), ptr<Real>(gr.dh0),
+                                        ptr<Real>(ws));
+               });
 #endif
              } else {
                dispatch_floating(x.dtype(), kOp, [&](auto t) {
@@ -684,7 +690,7 @@ SsdResult ssd_scan(const Tensor& x, const Tensor& dt, const Tensor& A, const Ten
 Tensor ssd_step(const Tensor& x_t, const Tensor& dt_t, const Tensor& A, const Tensor& B_t, const Tensor& C_t,
                 const Tensor& D, Tensor& state) {
   const char* op = "ssd_step";
-  check_floating_same(op, {&x_t, &dt_t, &A, &B_t, &C_t, &D, &state});
+  check_floating_same(op, {&x_t, &dt_t, &A, &B_t, &C_t, &D, &state}, /*cuda_float64=*/true);
   op_check(x_t.defined() && dt_t.defined() && A.defined() && B_t.defined() && C_t.defined() && state.defined(),
            op, "x_t, dt_t, A, B_t, C_t and state are required");
   check_rank(op, "x_t", x_t, 3);
@@ -702,8 +708,11 @@ Tensor ssd_step(const Tensor& x_t, const Tensor& dt_t, const Tensor& A, const Te
   Tensor y = Tensor::empty({batch, H, P}, x_t.dtype(), x_t.device());
   if (on_cuda(x_t)) {
 #if ECHO_HAVE_CUDA
-    gpu::ssd_step(cptr<float>(x_t), cptr<float>(dt_t), cptr<float>(A), cptr<float>(B_t), cptr<float>(C_t),
-                  cptr<float>(D), ptr<float>(state), ptr<float>(y), batch, H, P, G, N);
+    dispatch_floating(x_t.dtype(), op, [&](auto t) {
+      using Real = decltype(t);
+      gpu::ssd_step(cptr<Real>(x_t), cptr<Real>(dt_t), cptr<Real>(A), cptr<Real>(B_t), cptr<Real>(C_t),
+                    cptr<Real>(D), ptr<Real>(state), ptr<Real>(y), batch, H, P, G, N);
+    });
 #else
     no_cuda_build(op);
 #endif

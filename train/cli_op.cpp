@@ -59,16 +59,18 @@ void run_op_command(const OpArgs& a) {
 }
 
 struct GradcheckArgs {
-  std::string op;
+  std::string op, device = "cpu";
   uint64_t seed = 1;
   GradcheckOptions options;
 };
 
 // Returns true when every op passed.
 bool run_gradcheck_command(const GradcheckArgs& a) {
+  const Device device = parse_device(a.device);
   std::vector<const RunnerOp*> ops;
   if (a.op == "all") {
-    for (const auto& op : runner_ops()) ops.push_back(&op);
+    for (const auto& op : runner_ops())
+      if (device == Device::CPU || has_cuda_float64(op.name)) ops.push_back(&op);
     if (ops.empty()) throw std::runtime_error("gradcheck --op all: this build has no runner ops yet");
   } else {
     ops.push_back(&lookup_op(a.op));
@@ -76,9 +78,10 @@ bool run_gradcheck_command(const GradcheckArgs& a) {
   bool all_ok = true;
   for (const RunnerOp* op : ops) {
     OpAttrs attrs;
-    GradcheckResult r = gradcheck_op(*op, a.seed, a.options, &attrs);
-    std::printf("gradcheck %s (float64, seed %llu, step %g, tolerance %g", op->name.c_str(),
-                static_cast<unsigned long long>(a.seed), a.options.eps, a.options.tolerance);
+    GradcheckResult r = gradcheck_op(*op, a.seed, a.options, &attrs, device);
+    std::printf("gradcheck %s (%s, float64, seed %llu, step %g, tolerance %g", op->name.c_str(),
+                device_name(device), static_cast<unsigned long long>(a.seed), a.options.eps,
+                a.options.tolerance);
     const char* sep = "; attributes: ";
     for (const auto& [k, v] : attrs) {
       std::printf("%s%s = %g", sep, k.c_str(), v);
@@ -117,8 +120,10 @@ void add_op_commands(CLI::App& app) {
 
   auto gc_args = std::make_shared<GradcheckArgs>();
   CLI::App* gc = app.add_subcommand(
-      "gradcheck", "Finite-difference gradient check (float64, CPU) of a runner op on its own example inputs; "
-                   "prints the max relative error per input and PASS or FAIL (exit status 1 on FAIL).");
+      "gradcheck", "Finite-difference gradient check in float64 of a runner op on its own example inputs; "
+                   "prints the max relative error per input and PASS or FAIL (exit status 1 on FAIL). With "
+                   "--device cuda the op runs on the GPU in float64 (for the ops with float64 CUDA kernels; "
+                   "--op all checks those).");
   gc->add_option("--op", gc_args->op, "the op, or 'all' for every runner op")->required();
   gc->add_option("--seed", gc_args->seed, "seed of the example inputs and directions")->capture_default_str();
   gc->add_option("--eps", gc_args->options.eps, "finite-difference step")->capture_default_str();
@@ -127,6 +132,7 @@ void add_op_commands(CLI::App& app) {
   gc->add_option("--max-elements", gc_args->options.max_elements,
                  "elements checked per input (a random subset beyond this)")
       ->capture_default_str();
+  add_device_flag(*gc, gc_args->device);
   gc->callback([gc_args] {
     if (!run_gradcheck_command(*gc_args)) throw CLI::RuntimeError(1);
   });

@@ -48,11 +48,18 @@ struct OpFileSummary {
 OpFileSummary run_op_files(const RunnerOp& op, const std::string& in_path, const std::string& out_path,
                            const OpFileOptions& options = {});
 
-// Finite-difference check of an op of the table on its own example inputs
-// (float64, CPU), every differentiable input given. `attrs` receives the
-// attributes the example chose.
+// Finite-difference check of an op of the table on its own example inputs in
+// float64, every differentiable input given. `attrs` receives the attributes the
+// example chose. With device CUDA the op runs there (its float64 kernels): the
+// inputs are copied to the device and the outputs back, both differentiably, so
+// the CUDA backward is what gets compared with the central differences.
 GradcheckResult gradcheck_op(const RunnerOp& op, uint64_t seed, const GradcheckOptions& options,
-                             OpAttrs* attrs = nullptr);
+                             OpAttrs* attrs = nullptr, Device device = Device::CPU);
+
+// Whether the op's CUDA kernels also run in float64 (so gradcheck_op can check
+// its CUDA path). The others are float32 on the GPU; their CUDA path is checked
+// against the float64 CPU reference instead (tests/cuda/test_cuda_ops.cpp).
+bool has_cuda_float64(const std::string& op_name);
 
 // The op's inputs (required, then optional) in spec order.
 std::vector<std::string> all_inputs(const RunnerOp& op);
