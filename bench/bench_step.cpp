@@ -117,8 +117,9 @@ nlohmann::json bench_step(const StepBenchConfig& c) {
     Tensor loss = model->loss(tokens, targets);
     loss.backward();
     const double l = loss.item();
-    const bool finite = std::isfinite(l) && grads_finite(refs);
-    const double norm = finite ? global_grad_norm(refs) : NAN;
+    const GradStats grads = grad_stats(refs);
+    const bool finite = std::isfinite(l) && grads.finite;
+    const double norm = finite ? grads.norm() : NAN;
     if (finite && norm > 1.0) scale_grads(refs, 1.0 / norm);
     if (finite) optimizer.step(1e-4);
   };

@@ -23,20 +23,38 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64
   }
 }
 
-// Pass 1: each block reduces a fixed, contiguous range into partial[block] (in
-// double, tree order fixed by the thread index), so the result does not depend
-// on scheduling, and writes nonfinite[block] = 1 when its range holds a NaN/Inf
-// (a block-wide OR, no atomics). Pass 2 on the host adds the partials in order.
+// Σ g² and finiteness over every gradient of the model, in two passes and one
+// copy back (a reduction per tensor, each ending in a synchronous copy, cost a
+// host round trip per parameter tensor and step).
+//
+// Pass 1: tensor t is cut into blocks_t = ⌈n_t / kSumsqElemsPerBlock⌉ contiguous
+// ranges, one block each (the blocks of all tensors form one 1-D grid). A block
+// sums its range in double in a fixed tree order and writes a non-finite flag (a
+// block-wide OR: no atomics). Pass 2, one block: thread t adds tensor t's
+// partials in block order, then thread 0 adds the tensors in parameter order.
+// Every addition happens in a fixed order, so the result does not depend on the
+// schedule of the blocks or threads: the same bits on every run and GPU.
+// (A library reduction, Thrust's or CUB's, leaves its association order to the
+// implementation, which may change between versions and devices.)
 constexpr int kReduceThreads = 256;
-constexpr int kReduceBlocks = 256;
-__global__ void sumsq_kernel(const float* g, int64_t n, double* partial, double* nonfinite) {
+constexpr int64_t kSumsqElemsPerBlock = 16 * kReduceThreads;
+
+__global__ void sumsq_partial_kernel(const GradSlice* slices, int count, double* partial, int* nonfinite) {
   ECHO_SHARED(double, buf, [kReduceThreads]);
-  int64_t per_block = (n + gridDim.x - 1) / gridDim.x;
-  int64_t begin = blockIdx.x * per_block, end = min(n, begin + per_block);
+  // The slice that owns this block: the last one whose first_block ≤ blockIdx.x.
+  int lo = 0, hi = count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (slices[mid].first_block <= blockIdx.x) lo = mid;
+    else hi = mid - 1;
+  }
+  const GradSlice sl = slices[lo];
+  const int64_t begin = (blockIdx.x - sl.first_block) * kSumsqElemsPerBlock;
+  const int64_t end = min(sl.n, begin + kSumsqElemsPerBlock);
   double s = 0;
   int bad = 0;
   for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-    float x = g[i];
+    const float x = sl.data[i];
     if (!isfinite(x)) bad = 1;
     s += double(x) * double(x);
   }
@@ -48,7 +66,34 @@ __global__ void sumsq_kernel(const float* g, int64_t n, double* partial, double*
   }
   if (threadIdx.x == 0) {
     partial[blockIdx.x] = buf[0];
-    nonfinite[blockIdx.x] = block_bad ? 1.0 : 0.0;
+    nonfinite[blockIdx.x] = block_bad;
+  }
+}
+
+// out[0] = Σ_t Σ_b partial, out[1] = 1 when any block saw a NaN/Inf, else 0.
+// per_tensor: count doubles of scratch.
+__global__ void sumsq_finish_kernel(const GradSlice* slices, int count, const double* partial,
+                                    const int* nonfinite, double* per_tensor, double* out) {
+  ECHO_SHARED(int, any_bad, [kReduceThreads]);
+  int bad = 0;
+  for (int t = threadIdx.x; t < count; t += blockDim.x) {
+    const int64_t b0 = slices[t].first_block, b1 = b0 + slices[t].blocks;
+    double s = 0;
+    for (int64_t b = b0; b < b1; ++b) {
+      s += partial[b];
+      bad |= nonfinite[b];
+    }
+    per_tensor[t] = s;
+  }
+  any_bad[threadIdx.x] = bad;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double s = 0;
+    int flag = 0;
+    for (int t = 0; t < count; ++t) s += per_tensor[t];
+    for (int i = 0; i < (int)blockDim.x; ++i) flag |= any_bad[i];
+    out[0] = s;
+    out[1] = flag ? 1.0 : 0.0;
   }
 }
 
@@ -61,26 +106,43 @@ void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float l
   check_launch("adamw_step");
 }
 
-int64_t sum_squares_workspace_doubles() { return 2 * kReduceBlocks; }
-
-double sum_squares(const float* g, int64_t n, double* workspace, bool* finite) {
-  if (finite) *finite = true;
-  if (n == 0) return 0.0;
-  // workspace[0, B): partial sums; workspace[B, 2B): per-block non-finite flags.
-  ECHO_LAUNCH(sumsq_kernel, kReduceBlocks, kReduceThreads)(g, n, workspace, workspace + kReduceBlocks);
-  check_launch("sum_squares");
-  std::vector<double> host(2 * kReduceBlocks);
-  note_device_to_host_copy();
-  check_cuda(cudaMemcpy(host.data(), workspace, host.size() * sizeof(double), cudaMemcpyDeviceToHost),
-             "sum_squares copy");
-  double s = 0;
-  bool ok = true;
-  for (int b = 0; b < kReduceBlocks; ++b) {
-    s += host[b];
-    ok = ok && host[kReduceBlocks + b] == 0.0;
+int64_t plan_sum_squares(std::vector<GradSlice>& slices) {
+  int64_t blocks = 0;
+  for (auto& sl : slices) {
+    sl.first_block = blocks;
+    sl.blocks = (sl.n + kSumsqElemsPerBlock - 1) / kSumsqElemsPerBlock;
+    blocks += sl.blocks;
   }
-  if (finite) *finite = ok;
-  return s;
+  // Layout in doubles: the slice table, partials, flags (as ints, rounded up),
+  // per-tensor sums, the two results.
+  const int64_t table = (static_cast<int64_t>(slices.size() * sizeof(GradSlice)) + 7) / 8;
+  return table + blocks + (blocks + 1) / 2 + static_cast<int64_t>(slices.size()) + 2;
+}
+
+double sum_squares(const std::vector<GradSlice>& slices, double* workspace, bool* finite) {
+  if (finite) *finite = true;
+  int64_t blocks = 0;
+  for (const auto& sl : slices) blocks += sl.blocks;
+  if (blocks == 0) return 0.0;
+  const int count = static_cast<int>(slices.size());
+  const int64_t table = (static_cast<int64_t>(slices.size() * sizeof(GradSlice)) + 7) / 8;
+  auto* d_slices = reinterpret_cast<GradSlice*>(workspace);
+  double* partial = workspace + table;
+  int* nonfinite = reinterpret_cast<int*>(partial + blocks);
+  double* per_tensor = partial + blocks + (blocks + 1) / 2;
+  double* out = per_tensor + count;
+  check_cuda(cudaMemcpy(d_slices, slices.data(), slices.size() * sizeof(GradSlice), cudaMemcpyHostToDevice),
+             "sum_squares table");
+  ECHO_LAUNCH(sumsq_partial_kernel, row_blocks(blocks, "sum_squares"), kReduceThreads)(d_slices, count, partial,
+                                                                                      nonfinite);
+  check_launch("sum_squares");
+  ECHO_LAUNCH(sumsq_finish_kernel, 1, kReduceThreads)(d_slices, count, partial, nonfinite, per_tensor, out);
+  check_launch("sum_squares finish");
+  double host[2];
+  note_device_to_host_copy();
+  check_cuda(cudaMemcpy(host, out, sizeof(host), cudaMemcpyDeviceToHost), "sum_squares copy");
+  if (finite) *finite = host[1] == 0.0;
+  return host[0];
 }
 
 }  // namespace echo::gpu

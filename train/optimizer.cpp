@@ -67,16 +67,10 @@ void AdamW::step(double lr) {
 }
 
 namespace {
-// Σ g² of one gradient in double. CPU: fixed chunks summed in order (the same
-// result for any thread count).
-double sum_squares(const Tensor& g, bool* finite) {
+// Σ g² of one gradient in double and whether it is finite. CPU: fixed chunks
+// summed in order (the same result for any thread count).
+double sum_squares_cpu(const Tensor& g, bool* finite) {
   const int64_t n = g.numel();
-  if (g.device() == Device::CUDA) {
-#if ECHO_HAVE_CUDA
-    Tensor workspace = Tensor::empty({gpu::sum_squares_workspace_doubles()}, DType::F64, Device::CUDA);
-    return gpu::sum_squares(g.data<float>(), n, workspace.data<double>(), finite);
-#endif
-  }
   constexpr int64_t kChunk = 4096;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> partial(chunks);
@@ -95,30 +89,47 @@ double sum_squares(const Tensor& g, bool* finite) {
   });
   double s = 0;
   for (double x : partial) s += x;
-  if (finite) {
-    *finite = true;
-    for (char c : ok) *finite = *finite && c;
-  }
+  *finite = true;
+  for (char c : ok) *finite = *finite && c;
   return s;
 }
 }  // namespace
 
-double global_grad_norm(const std::vector<ParamRef>& params) {
-  double s = 0;
-  for (const auto& p : params)
-    if (p.param.grad().defined()) s += sum_squares(p.param.grad(), nullptr);
-  return std::sqrt(s);
+double GradStats::norm() const { return std::sqrt(sum_squares); }
+
+GradStats grad_stats(const std::vector<ParamRef>& params) {
+  GradStats st;
+#if ECHO_HAVE_CUDA
+  std::vector<gpu::GradSlice> slices;
+#endif
+  for (const auto& p : params) {
+    const Tensor g = p.param.grad();
+    if (!g.defined()) continue;
+    if (g.device() == Device::CUDA) {
+#if ECHO_HAVE_CUDA
+      if (g.dtype() != DType::F32)
+        throw std::runtime_error("grad norm: CUDA gradients are f32, got " + g.describe() + " for " + p.name);
+      slices.push_back({g.data<float>(), g.numel(), 0, 0});
+#endif
+      continue;
+    }
+    bool finite = true;
+    st.sum_squares += sum_squares_cpu(g, &finite);
+    st.finite = st.finite && finite;
+  }
+#if ECHO_HAVE_CUDA
+  if (!slices.empty()) {
+    Tensor workspace = Tensor::empty({gpu::plan_sum_squares(slices)}, DType::F64, Device::CUDA);
+    bool finite = true;
+    st.sum_squares += gpu::sum_squares(slices, workspace.data<double>(), &finite);
+    st.finite = st.finite && finite;
+  }
+#endif
+  return st;
 }
 
-bool grads_finite(const std::vector<ParamRef>& params) {
-  for (const auto& p : params) {
-    if (!p.param.grad().defined()) continue;
-    bool finite = true;
-    sum_squares(p.param.grad(), &finite);
-    if (!finite) return false;
-  }
-  return true;
-}
+double global_grad_norm(const std::vector<ParamRef>& params) { return grad_stats(params).norm(); }
+bool grads_finite(const std::vector<ParamRef>& params) { return grad_stats(params).finite; }
 
 void scale_grads(const std::vector<ParamRef>& params, double factor) {
   NoGrad no_grad;

@@ -47,12 +47,19 @@ class AdamW {
   int64_t steps_ = 0;
 };
 
-// sqrt(Σ over all gradients of g²), accumulated in double in a fixed order
-// (deterministic). Parameters without a gradient count as zero.
-double global_grad_norm(const std::vector<ParamRef>& params);
+// What gradient clipping and the NaN/Inf guard need, in one pass over every
+// gradient: Σ g² accumulated in double in a fixed order (deterministic), and
+// whether every element is finite. Parameters without a gradient count as zero.
+// On CUDA: one reduction over all gradients and one copy back (cuda/adamw.cu).
+struct GradStats {
+  double sum_squares = 0;
+  bool finite = true;
+  double norm() const;  // sqrt(sum_squares)
+};
+GradStats grad_stats(const std::vector<ParamRef>& params);
+double global_grad_norm(const std::vector<ParamRef>& params);  // grad_stats(params).norm()
+bool grads_finite(const std::vector<ParamRef>& params);        // grad_stats(params).finite
 void scale_grads(const std::vector<ParamRef>& params, double factor);
-// True when every gradient is finite (NaN/Inf guard).
-bool grads_finite(const std::vector<ParamRef>& params);
 
 // Linear warmup from 0 over `warmup` steps, then cosine from lr_max down to
 // lr_min at step `total`. Steps count from 1.

@@ -305,8 +305,9 @@ TrainSummary train(const TrainOptions& opt_in) {
     }
     // Gradient sum over the ranks, then the same loss, norm and decisions everywhere.
     dist::all_reduce_gradients(refs);
-    finite = finite && grads_finite(refs);
-    const dist::Agreement agreed = dist::agree(loss_sum, finite, finite ? global_grad_norm(refs) : NAN, g_interrupted);
+    const GradStats grads = grad_stats(refs);
+    finite = finite && grads.finite;
+    const dist::Agreement agreed = dist::agree(loss_sum, finite, finite ? grads.norm() : NAN, g_interrupted);
     loss_sum = agreed.loss;
     finite = agreed.finite;
     const double gnorm = agreed.grad_norm;

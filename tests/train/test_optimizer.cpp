@@ -124,3 +124,45 @@ TEST(GradClip, CudaMatchesCpu) {
   }
   EXPECT_EQ(cuda_allocator_stats().system_alloc_calls, mallocs);
 }
+
+// All gradients of a model in one reduction: tensors of every size around the
+// block range (4096 elements), one without a gradient, against the CPU; a NaN or
+// Inf in the first, a middle or the last tensor; one device-to-host copy per call.
+TEST(GradClip, CudaStatsOverManyTensorsInOneCopy) {
+  ECHO_REQUIRE_GPU();
+  Rng rng(5);
+  std::vector<ParamRef> cpu, gpu;
+  const std::vector<int64_t> sizes{1, 4095, 4096, 4097, 3, 100000, 8192, 77};
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const std::string name = "p" + std::to_string(i);
+    Tensor a = Tensor::zeros({sizes[i]}, DType::F32).set_requires_grad(true);
+    Tensor ac = Tensor::zeros({sizes[i]}, DType::F32, Device::CUDA).set_requires_grad(true);
+    if (i != 4) {  // p4 has no gradient: it counts as zero
+      Tensor g = rnd({sizes[i]}, rng, DType::F32, 1.0 + double(i));
+      a.set_grad(g.clone());
+      ac.set_grad(g.to(Device::CUDA));
+    }
+    cpu.push_back({name, a, true});
+    gpu.push_back({name, ac, true});
+  }
+  const GradStats want = grad_stats(cpu);
+  const int64_t copies = host_sync_counts().device_to_host_copies;
+  const GradStats got = grad_stats(gpu);
+  EXPECT_EQ(host_sync_counts().device_to_host_copies - copies, 1) << "one copy back for all tensors";
+  EXPECT_TRUE(want.finite);
+  EXPECT_TRUE(got.finite);
+  EXPECT_GT(want.sum_squares, 1e5);
+  EXPECT_NEAR(got.sum_squares, want.sum_squares, 1e-12 * want.sum_squares);  // double sums, another order
+  EXPECT_EQ(grad_stats(gpu).sum_squares, got.sum_squares) << "the same bits on every call";
+  for (size_t i : {size_t(0), size_t(5), sizes.size() - 1}) {
+    for (double bad : {double(NAN), double(INFINITY)}) {
+      Tensor saved = gpu[i].param.grad();
+      std::vector<double> values = saved.to(Device::CPU).to_vector();
+      values[values.size() - 1] = bad;
+      gpu[i].param.set_grad(Tensor::from_vector(values, {sizes[i]}, DType::F32, Device::CUDA));
+      EXPECT_FALSE(grad_stats(gpu).finite) << "tensor " << i;
+      gpu[i].param.set_grad(saved);
+    }
+  }
+  EXPECT_TRUE(grad_stats(gpu).finite);
+}
