@@ -60,7 +60,6 @@ cell() {
 source "$GRID_FILE"
 [ -n "$DEVICE_FLAG" ] && DEVICE=$DEVICE_FLAG
 case $DEVICE in cpu|cuda) ;; *) echo "mqar_grid: --device must be cpu or cuda, got $DEVICE" >&2; exit 2 ;; esac
-cp "$GRID_FILE" "$RESULTS/grid.sh"
 
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 

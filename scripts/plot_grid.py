@@ -3,8 +3,9 @@
 
     /usr/bin/python3 scripts/plot_grid.py results/NAME
 
-Reads results/NAME/cells/*.json (one per finished cell) and results/NAME/grid.sh (the cell
-list, so cells without a result are listed as "not run yet") and writes
+Reads results/NAME/cells/*.json (one per finished cell; each records its exact training
+command) and scripts/grids/NAME.sh (the cell list, so cells without a result are listed as
+"not run yet") and writes
   table.csv   one row per (cell, eval task): accuracy, per-slot accuracy, chance levels;
   table.md    the same as markdown, chance levels beside every number;
   heatmap.png for MQAR cells evaluated on their own training task: accuracy per M × gap,
@@ -43,7 +44,8 @@ def parse_spec(spec):
 
 def grid_cells(results):
     """(id, label, train args, eval tasks) of every cell the grid file declares, in order."""
-    path = os.path.join(results, "grid.sh")
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(here, "grids", os.path.basename(results.rstrip("/")) + ".sh")
     cells = []
     if not os.path.exists(path):
         return cells
