@@ -1,13 +1,13 @@
 // `echo-lm experiment adam-regions|td0`: the two theory seeds as built-in
-// experiments (train/experiment_adam_regions.h, train/experiment_td0.h;
+// experiments (train/experiments/adam_regions.h, train/experiments/td0.h;
 // docs/experiments/ has the commands, results and verdicts). Each writes its
 // CSV/JSONL files into --out and prints a one-line JSON summary.
 #include <iostream>
 #include <memory>
 
 #include "train/cli.h"
-#include "train/experiment_adam_regions.h"
-#include "train/experiment_td0.h"
+#include "train/experiments/adam_regions.h"
+#include "train/experiments/td0.h"
 
 namespace echo::cli {
 

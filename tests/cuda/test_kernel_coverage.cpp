@@ -27,12 +27,13 @@ std::string source_dir() {
   return d ? d : ".";
 }
 
-// "file:kernel" for every __global__ function under cuda/ and autograd/.
+// "file:kernel" for every __global__ function under cuda/ (with its subfolders)
+// and autograd/.
 std::set<std::string> kernels_in_sources() {
   std::set<std::string> out;
   const std::regex global(R"(__global__\s+void\s+(\w+)\s*\()");
   for (const char* folder : {"cuda", "autograd"})
-    for (const auto& e : std::filesystem::directory_iterator(std::filesystem::path(source_dir()) / folder)) {
+    for (const auto& e : std::filesystem::recursive_directory_iterator(std::filesystem::path(source_dir()) / folder)) {
       const std::string ext = e.path().extension().string();
       if (ext != ".cu" && ext != ".cuh") continue;
       const std::string text = read_file(e.path());

@@ -1,5 +1,5 @@
-// Tests of the two theory experiments (train/experiment_adam_regions.*,
-// train/experiment_td0.*): the building blocks on hand-made cases, the exact
+// Tests of the two theory experiments (train/experiments/adam_regions.*,
+// train/experiments/td0.*): the building blocks on hand-made cases, the exact
 // reference quantities of the TD(0) chain, and the quick modes' outputs.
 #include <cmath>
 #include <filesystem>
@@ -7,9 +7,9 @@
 #include <string>
 
 #include "test_util.h"
-#include "train/experiment_adam_regions.h"
-#include "train/experiment_common.h"
-#include "train/experiment_td0.h"
+#include "train/experiments/adam_regions.h"
+#include "train/experiments/common.h"
+#include "train/experiments/td0.h"
 #include "train/train_util.h"
 
 using namespace echo;

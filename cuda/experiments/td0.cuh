@@ -1,5 +1,5 @@
 // Launcher of the TD(0) chain kernel of `echo-lm experiment td0`
-// (train/experiment_td0.cpp). Plain pointers only; all of them are HOST
+// (train/experiments/td0.cpp). Plain pointers only; all of them are HOST
 // pointers: the launcher copies the inputs to the device, runs one chain per
 // thread for all `steps` in a single launch, and copies the results back.
 #pragma once

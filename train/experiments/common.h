@@ -1,4 +1,4 @@
-// Small helpers shared by the theory experiments (train/experiment_*.cpp).
+// Small helpers shared by the theory experiments (train/experiments/*.cpp).
 #pragma once
 
 #include <algorithm>

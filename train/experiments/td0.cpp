@@ -1,4 +1,4 @@
-#include "train/experiment_td0.h"
+#include "train/experiments/td0.h"
 
 #include <algorithm>
 #include <array>
@@ -12,10 +12,10 @@
 #include "autograd/device.h"
 #include "autograd/parallel.h"
 #include "autograd/random.h"
-#include "train/experiment_common.h"
+#include "train/experiments/common.h"
 
 #if ECHO_HAVE_CUDA
-#include "cuda/td0.cuh"
+#include "cuda/experiments/td0.cuh"
 #endif
 
 namespace echo {
@@ -348,7 +348,7 @@ int64_t sample_stationary(const double* cdf, int64_t N, double u) {
   return lo;
 }
 
-// One chain, all steps. cuda/td0.cu runs the same loop in one thread per chain.
+// One chain, all steps. cuda/experiments/td0.cu runs the same loop in one thread per chain.
 void run_chain(const PolyChain& ch, const SimulationSpec& sp, int64_t run, Rng& rng, double* error_row,
                double* theta_out) {
   const int P = int(sp.theta0.size());

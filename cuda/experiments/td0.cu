@@ -1,4 +1,4 @@
-// CUDA twin of td0::run_chain (train/experiment_td0.cpp): one thread runs one
+// CUDA twin of td0::run_chain (train/experiments/td0.cpp): one thread runs one
 // chain for all steps in a single launch, with the same xoshiro256** stream as
 // the CPU run of the same index, the same transition, the same semi-gradient
 // TD(0) update and the same measurement grid. Read the two side by side.
@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "cuda/common.cuh"
-#include "cuda/td0.cuh"
+#include "cuda/experiments/td0.cuh"
 
 namespace echo::gpu {
 namespace {

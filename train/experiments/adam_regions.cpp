@@ -1,4 +1,4 @@
-#include "train/experiment_adam_regions.h"
+#include "train/experiments/adam_regions.h"
 
 #include <cblas.h>
 
@@ -15,7 +15,7 @@
 
 #include "autograd/parallel.h"
 #include "autograd/random.h"
-#include "train/experiment_common.h"
+#include "train/experiments/common.h"
 #include "train/optimizer.h"
 
 namespace echo {
