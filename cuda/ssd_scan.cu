@@ -82,19 +82,26 @@ __device__ inline void zero(Real (&acc)[4][4]) {
 
 __host__ __device__ inline int64_t tiles(int64_t n) { return (n + kTile - 1) / kTile; }
 
-// Shapes as the kernels see them.
-struct Geo {
+// Shapes and offsets as the kernels see them; the same names as the CPU's
+// SsdGeometry in ops/ssd_scan.cpp. x, y, dy are [b, T, H, P], dt is [b, T, H],
+// B, C are [b, T, G, N]; per-chunk scratch is indexed by chunk_index (b, h, c)
+// or, for what heads of a group share, group_chunk_index (b, c, g).
+struct SsdGeometry {
   int64_t batch, T, H, P, G, N, Q, chunks, heads_per_group;
   __host__ __device__ int64_t len(int64_t c) const { return T - c * Q < Q ? T - c * Q : Q; }
-  __host__ __device__ int64_t xs() const { return H * P; }   // time step in x, y, dy
-  __host__ __device__ int64_t bs() const { return G * N; }   // time step in B, C
-  __host__ __device__ int64_t bhc(int64_t b, int64_t h, int64_t c) const { return (b * H + h) * chunks + c; }
-  __host__ __device__ int64_t bcg(int64_t b, int64_t c, int64_t g) const { return (b * chunks + c) * G + g; }
+  __host__ __device__ int64_t x_step() const { return H * P; }   // one time step in x, y, dy
+  __host__ __device__ int64_t bc_step() const { return G * N; }  // one time step in B, C
+  __host__ __device__ int64_t x_offset(int64_t b, int64_t t, int64_t h) const { return ((b * T + t) * H + h) * P; }
+  __host__ __device__ int64_t dt_offset(int64_t b, int64_t t, int64_t h) const { return (b * T + t) * H + h; }
+  __host__ __device__ int64_t bc_offset(int64_t b, int64_t t, int64_t g) const { return ((b * T + t) * G + g) * N; }
+  __host__ __device__ int64_t chunk_index(int64_t b, int64_t h, int64_t c) const { return (b * H + h) * chunks + c; }
+  __host__ __device__ int64_t group_chunk_index(int64_t b, int64_t c, int64_t g) const {
+    return (b * chunks + c) * G + g;
+  }
 };
 
-Geo make_geo(const SsdDims& d) {
-  Geo g{d.batch, d.T, d.H, d.P, d.G, d.N, d.Q, (d.T + d.Q - 1) / d.Q, d.H / d.G};
-  return g;
+SsdGeometry make_geometry(const SsdDims& d) {
+  return {d.batch, d.T, d.H, d.P, d.G, d.N, d.Q, (d.T + d.Q - 1) / d.Q, d.H / d.G};
 }
 
 // Block index → (tile, chunk, outer) for grids of tiles × chunks × outer blocks.
@@ -110,11 +117,11 @@ __device__ inline BlockPos block_pos(int64_t n_tiles, int64_t chunks) {
 
 // CPU: chunk_cumsum. One thread per (b, h, c).
 template <typename Real>
-__global__ void chunk_cumsum_kernel(Geo g, const Real* dt, const Real* A, Real* cin, Real* cout) {
+__global__ void chunk_cumsum_kernel(SsdGeometry g, const Real* dt, const Real* A, Real* cin, Real* cout) {
   ECHO_GRID_STRIDE(idx, g.batch * g.H * g.chunks) {
     const int64_t c = idx % g.chunks, h = (idx / g.chunks) % g.H, b = idx / (g.chunks * g.H);
     const int64_t len = g.len(c);
-    const Real* dtc = dt + (b * g.T + c * g.Q) * g.H + h;
+    const Real* dtc = dt + g.dt_offset(b, c * g.Q, h);
     Real* ci = cin + idx * g.Q;
     Real* co = cout + idx * g.Q;
     Real s = Real(0);
@@ -133,13 +140,13 @@ __global__ void chunk_cumsum_kernel(Geo g, const Real* dt, const Real* A, Real* 
 // CPU: segsum_decay. L_ij = exp(Σ_{k=j+1..i} a_k) for j ≤ i, one thread per
 // column (b, h, c, j); entries above the diagonal are never read.
 template <typename Real>
-__global__ void segsum_kernel(Geo g, const Real* dt, const Real* A, Real* L) {
+__global__ void segsum_kernel(SsdGeometry g, const Real* dt, const Real* A, Real* L) {
   ECHO_GRID_STRIDE(idx, g.batch * g.H * g.chunks * g.Q) {
     const int64_t j = idx % g.Q, bhc = idx / g.Q;
     const int64_t c = bhc % g.chunks, h = (bhc / g.chunks) % g.H, b = bhc / (g.chunks * g.H);
     const int64_t len = g.len(c);
     if (j >= len) continue;
-    const Real* dtc = dt + (b * g.T + c * g.Q) * g.H + h;
+    const Real* dtc = dt + g.dt_offset(b, c * g.Q, h);
     Real* Lc = L + bhc * g.Q * g.Q;
     Real s = Real(0);
     Lc[j * g.Q + j] = Real(1);
@@ -152,38 +159,38 @@ __global__ void segsum_kernel(Geo g, const Real* dt, const Real* A, Real* L) {
 
 // CPU: chunk_gram. CB_ij = C_i·B_j per (b, c, group), tiles on or below the diagonal.
 template <typename Real>
-__global__ void bmm_chunk_kernel(Geo g, const Real* B, const Real* C, Real* CB) {
+__global__ void bmm_chunk_kernel(SsdGeometry g, const Real* B, const Real* C, Real* CB) {
   ECHO_SHARED(TileSmem<Real>, sm);
   const int64_t tq = tiles(g.Q);
   const BlockPos pos = block_pos(tq * tq, g.chunks);
   const int64_t i0 = (pos.tile / tq) * kTile, j0 = (pos.tile % tq) * kTile;
   const int64_t c = pos.c, b = pos.outer / g.G, grp = pos.outer % g.G, len = g.len(c);
   if (j0 > i0 + kTile - 1 || i0 >= len || j0 >= len) return;  // whole block: above the diagonal or past the end
-  const Real* Bc = B + ((b * g.T + c * g.Q) * g.G + grp) * g.N;
-  const Real* Cc = C + ((b * g.T + c * g.Q) * g.G + grp) * g.N;
-  const int64_t bs = g.bs();
+  const Real* Bc = B + g.bc_offset(b, c * g.Q, grp);
+  const Real* Cc = C + g.bc_offset(b, c * g.Q, grp);
+  const int64_t bs = g.bc_step();
   Real acc[4][4];
   zero(acc);
   tile_mma(acc, sm, i0, len, j0, len, 0, g.N,
            [=](int64_t i, int64_t n) { return Cc[i * bs + n]; },
            [=](int64_t n, int64_t j) { return Bc[j * bs + n]; });
-  Real* out = CB + g.bcg(b, c, grp) * g.Q * g.Q;
+  Real* out = CB + g.group_chunk_index(b, c, grp) * g.Q * g.Q;
   tile_store(acc, i0, len, j0, len, [=](int64_t i, int64_t j, Real v) { out[i * g.Q + j] = v; });
 }
 
 // CPU: chunk_state. S_c(p, n) = Σ_j exp(cout_j) dt_j x_j[p] B_j[n] per (b, h, c).
 template <typename Real>
-__global__ void chunk_state_kernel(Geo g, const Real* x, const Real* dt, const Real* B, const Real* cout,
+__global__ void chunk_state_kernel(SsdGeometry g, const Real* x, const Real* dt, const Real* B, const Real* cout,
                                    Real* states) {
   ECHO_SHARED(TileSmem<Real>, sm);
   const int64_t tn = tiles(g.N);
   const BlockPos pos = block_pos(tiles(g.P) * tn, g.chunks);
   const int64_t p0 = (pos.tile / tn) * kTile, n0 = (pos.tile % tn) * kTile;
   const int64_t c = pos.c, b = pos.outer / g.H, h = pos.outer % g.H, grp = h / g.heads_per_group;
-  const int64_t t0 = c * g.Q, len = g.len(c), ch = g.bhc(b, h, c), xs = g.xs(), bs = g.bs(), H = g.H;
-  const Real* xc = x + ((b * g.T + t0) * g.H + h) * g.P;
-  const Real* dtc = dt + (b * g.T + t0) * g.H + h;
-  const Real* Bc = B + ((b * g.T + t0) * g.G + grp) * g.N;
+  const int64_t t0 = c * g.Q, len = g.len(c), ch = g.chunk_index(b, h, c), xs = g.x_step(), bs = g.bc_step(), H = g.H;
+  const Real* xc = x + g.x_offset(b, t0, h);
+  const Real* dtc = dt + g.dt_offset(b, t0, h);
+  const Real* Bc = B + g.bc_offset(b, t0, grp);
   const Real* co = cout + ch * g.Q;
   Real acc[4][4];
   zero(acc);
@@ -197,7 +204,7 @@ __global__ void chunk_state_kernel(Geo g, const Real* x, const Real* dt, const R
 
 // CPU: state_passing. One thread per state element (b, h, p, n), looping over chunks.
 template <typename Real>
-__global__ void state_passing_kernel(Geo g, const Real* cin, const Real* h0, Real* states, Real* h_final) {
+__global__ void state_passing_kernel(SsdGeometry g, const Real* cin, const Real* h0, Real* states, Real* h_final) {
   const int64_t PN = g.P * g.N;
   ECHO_GRID_STRIDE(idx, g.batch * g.H * PN) {
     const int64_t e = idx % PN, bh = idx / PN;
@@ -217,7 +224,7 @@ __global__ void state_passing_kernel(Geo g, const Real* cin, const Real* h0, Rea
 // CPU: chunk_scan. y_i = Σ_{j≤i} L_ij CB_ij dt_j x_j + exp(cin_i) h_c C_i + D x_i,
 // per (b, h, c) and tile of (i, p).
 template <typename Real>
-__global__ void chunk_scan_kernel(Geo g, const Real* x, const Real* dt, const Real* C, const Real* D,
+__global__ void chunk_scan_kernel(SsdGeometry g, const Real* x, const Real* dt, const Real* C, const Real* D,
                                   const Real* cin, const Real* L, const Real* CB, const Real* states,
                                   Real* y) {
   ECHO_SHARED(TileSmem<Real>, sm);
@@ -225,15 +232,15 @@ __global__ void chunk_scan_kernel(Geo g, const Real* x, const Real* dt, const Re
   const BlockPos pos = block_pos(tiles(g.Q) * tp, g.chunks);
   const int64_t i0 = (pos.tile / tp) * kTile, p0 = (pos.tile % tp) * kTile;
   const int64_t c = pos.c, b = pos.outer / g.H, h = pos.outer % g.H, grp = h / g.heads_per_group;
-  const int64_t t0 = c * g.Q, len = g.len(c), ch = g.bhc(b, h, c), xs = g.xs(), bs = g.bs(), H = g.H,
+  const int64_t t0 = c * g.Q, len = g.len(c), ch = g.chunk_index(b, h, c), xs = g.x_step(), bs = g.bc_step(), H = g.H,
                 Q = g.Q, N = g.N;
   if (i0 >= len) return;
-  const Real* xc = x + ((b * g.T + t0) * g.H + h) * g.P;
-  const Real* dtc = dt + (b * g.T + t0) * g.H + h;
-  const Real* Cc = C + ((b * g.T + t0) * g.G + grp) * g.N;
+  const Real* xc = x + g.x_offset(b, t0, h);
+  const Real* dtc = dt + g.dt_offset(b, t0, h);
+  const Real* Cc = C + g.bc_offset(b, t0, grp);
   const Real* ci = cin + ch * Q;
   const Real* Lc = L + ch * Q * Q;
-  const Real* CBc = CB + g.bcg(b, c, grp) * Q * Q;
+  const Real* CBc = CB + g.group_chunk_index(b, c, grp) * Q * Q;
   const Real* hc = states + ch * g.P * g.N;
   Real acc[4][4];
   zero(acc);
@@ -246,7 +253,7 @@ __global__ void chunk_scan_kernel(Geo g, const Real* x, const Real* dt, const Re
   tile_mma(acc, sm, i0, len, p0, g.P, 0, g.N,
            [=](int64_t i, int64_t n) { return real_exp(ci[i]) * Cc[i * bs + n]; },
            [=](int64_t n, int64_t p) { return hc[p * N + n]; });
-  Real* yc = y + ((b * g.T + t0) * g.H + h) * g.P;
+  Real* yc = y + g.x_offset(b, t0, h);
   const Real Dh = D ? D[h] : Real(0);
   tile_store(acc, i0, len, p0, g.P, [=](int64_t i, int64_t p, Real v) { yc[i * xs + p] = v + Dh * xc[i * xs + p]; });
 }
@@ -255,15 +262,15 @@ __global__ void chunk_scan_kernel(Geo g, const Real* x, const Real* dt, const Re
 
 // CPU: chunk_state_bwd. E_c(p, n) = Σ_i exp(cin_i) dy_i[p] C_i[n].
 template <typename Real>
-__global__ void chunk_state_bwd_kernel(Geo g, const Real* dy, const Real* C, const Real* cin, Real* dstates) {
+__global__ void chunk_state_bwd_kernel(SsdGeometry g, const Real* dy, const Real* C, const Real* cin, Real* dstates) {
   ECHO_SHARED(TileSmem<Real>, sm);
   const int64_t tn = tiles(g.N);
   const BlockPos pos = block_pos(tiles(g.P) * tn, g.chunks);
   const int64_t p0 = (pos.tile / tn) * kTile, n0 = (pos.tile % tn) * kTile;
   const int64_t c = pos.c, b = pos.outer / g.H, h = pos.outer % g.H, grp = h / g.heads_per_group;
-  const int64_t t0 = c * g.Q, len = g.len(c), ch = g.bhc(b, h, c), xs = g.xs(), bs = g.bs(), N = g.N;
-  const Real* dyc = dy + ((b * g.T + t0) * g.H + h) * g.P;
-  const Real* Cc = C + ((b * g.T + t0) * g.G + grp) * g.N;
+  const int64_t t0 = c * g.Q, len = g.len(c), ch = g.chunk_index(b, h, c), xs = g.x_step(), bs = g.bc_step(), N = g.N;
+  const Real* dyc = dy + g.x_offset(b, t0, h);
+  const Real* Cc = C + g.bc_offset(b, t0, grp);
   const Real* ci = cin + ch * g.Q;
   Real acc[4][4];
   zero(acc);
@@ -277,7 +284,7 @@ __global__ void chunk_state_bwd_kernel(Geo g, const Real* dy, const Real* C, con
 // CPU: state_passing_bwd. g ← exp(cin_last) g + E_c backwards over chunks; E_c is
 // replaced by g_c (the gradient of the state leaving chunk c); dh0 += g_{-1}.
 template <typename Real>
-__global__ void state_passing_bwd_kernel(Geo g, const Real* cin, const Real* dh_final, Real* dstates,
+__global__ void state_passing_bwd_kernel(SsdGeometry g, const Real* cin, const Real* dh_final, Real* dstates,
                                          Real* dh0) {
   const int64_t PN = g.P * g.N;
   ECHO_GRID_STRIDE(idx, g.batch * g.H * PN) {
@@ -298,16 +305,16 @@ __global__ void state_passing_bwd_kernel(Geo g, const Real* cin, const Real* dh_
 // CPU: "dM = dY Xᵀ" in chunk_scan_bwd. dM_ij = dy_i·x_j per (b, h, c), tiles on or
 // below the diagonal.
 template <typename Real>
-__global__ void dm_kernel(Geo g, const Real* x, const Real* dy, Real* dM) {
+__global__ void dm_kernel(SsdGeometry g, const Real* x, const Real* dy, Real* dM) {
   ECHO_SHARED(TileSmem<Real>, sm);
   const int64_t tq = tiles(g.Q);
   const BlockPos pos = block_pos(tq * tq, g.chunks);
   const int64_t i0 = (pos.tile / tq) * kTile, j0 = (pos.tile % tq) * kTile;
   const int64_t c = pos.c, b = pos.outer / g.H, h = pos.outer % g.H;
-  const int64_t t0 = c * g.Q, len = g.len(c), ch = g.bhc(b, h, c), xs = g.xs(), Q = g.Q;
+  const int64_t t0 = c * g.Q, len = g.len(c), ch = g.chunk_index(b, h, c), xs = g.x_step(), Q = g.Q;
   if (j0 > i0 + kTile - 1 || i0 >= len || j0 >= len) return;
-  const Real* xc = x + ((b * g.T + t0) * g.H + h) * g.P;
-  const Real* dyc = dy + ((b * g.T + t0) * g.H + h) * g.P;
+  const Real* xc = x + g.x_offset(b, t0, h);
+  const Real* dyc = dy + g.x_offset(b, t0, h);
   Real acc[4][4];
   zero(acc);
   tile_mma(acc, sm, i0, len, j0, len, 0, g.P,
@@ -320,7 +327,7 @@ __global__ void dm_kernel(Geo g, const Real* x, const Real* dy, Real* dM) {
 // CPU: the dCB line of the elementwise loop. dCB_ij = Σ_{heads of the group}
 // dM_ij L_ij dt_j for j ≤ i, 0 above; one thread per (b, c, group, i, j).
 template <typename Real>
-__global__ void dcb_kernel(Geo g, const Real* dt, const Real* L, const Real* dM, Real* dCB) {
+__global__ void dcb_kernel(SsdGeometry g, const Real* dt, const Real* L, const Real* dM, Real* dCB) {
   const int64_t QQ = g.Q * g.Q;
   ECHO_GRID_STRIDE(idx, g.batch * g.chunks * g.G * QQ) {
     const int64_t ij = idx % QQ, bcg = idx / QQ;
@@ -330,8 +337,8 @@ __global__ void dcb_kernel(Geo g, const Real* dt, const Real* L, const Real* dM,
     Real s = Real(0);
     if (j <= i && i < len) {
       for (int64_t hh = 0; hh < g.heads_per_group; ++hh) {
-        const int64_t h = grp * g.heads_per_group + hh, ch = g.bhc(b, h, c);
-        s += dM[ch * QQ + ij] * L[ch * QQ + ij] * dt[(b * g.T + c * g.Q + j) * g.H + h];
+        const int64_t h = grp * g.heads_per_group + hh, ch = g.chunk_index(b, h, c);
+        s += dM[ch * QQ + ij] * L[ch * QQ + ij] * dt[g.dt_offset(b, c * g.Q + j, h)];
       }
     }
     dCB[idx] = s;
@@ -342,7 +349,7 @@ __global__ void dcb_kernel(Geo g, const Real* dt, const Real* L, const Real* dM,
 // ddt_diag_j = Σ_{i≥j} dM_ij L_ij CB_ij, and dM_ij ← W_ij = dM_ij M_ij in place.
 // Runs after dcb_kernel, which reads dM.
 template <typename Real>
-__global__ void ddt_diag_kernel(Geo g, const Real* dt, const Real* L, const Real* CB, Real* dM,
+__global__ void ddt_diag_kernel(SsdGeometry g, const Real* dt, const Real* L, const Real* CB, Real* dM,
                                 Real* ddt_diag) {
   const int64_t QQ = g.Q * g.Q;
   ECHO_GRID_STRIDE(idx, g.batch * g.H * g.chunks * g.Q) {
@@ -350,9 +357,9 @@ __global__ void ddt_diag_kernel(Geo g, const Real* dt, const Real* L, const Real
     const int64_t c = ch % g.chunks, h = (ch / g.chunks) % g.H, b = ch / (g.chunks * g.H);
     const int64_t len = g.len(c), grp = h / g.heads_per_group;
     if (j >= len) continue;
-    const Real dtj = dt[(b * g.T + c * g.Q + j) * g.H + h];
+    const Real dtj = dt[g.dt_offset(b, c * g.Q + j, h)];
     const Real* Lc = L + ch * QQ;
-    const Real* CBc = CB + g.bcg(b, c, grp) * QQ;
+    const Real* CBc = CB + g.group_chunk_index(b, c, grp) * QQ;
     Real* W = dM + ch * QQ;
     Real s = Real(0);
     for (int64_t i = j; i < len; ++i) {
@@ -367,7 +374,7 @@ __global__ void ddt_diag_kernel(Geo g, const Real* dt, const Real* L, const Real
 // CPU: the W row prefix of the da_k loop. W_ij ← Σ_{j'<j} W_ij' (exclusive) for
 // j ≤ i, one thread per row (b, h, c, i).
 template <typename Real>
-__global__ void row_prefix_kernel(Geo g, Real* W) {
+__global__ void row_prefix_kernel(SsdGeometry g, Real* W) {
   ECHO_GRID_STRIDE(idx, g.batch * g.H * g.chunks * g.Q) {
     const int64_t i = idx % g.Q, ch = idx / g.Q, c = ch % g.chunks;
     if (i >= g.len(c)) continue;
@@ -384,22 +391,22 @@ __global__ void row_prefix_kernel(Geo g, Real* W) {
 // CPU: the dx lines of chunk_scan_bwd. Per (b, h, c) and tile of (j, p):
 // dx_j += Σ_{i≥j} M_ij dy_i + exp(cout_j) dt_j dS B_j + D dy_j.
 template <typename Real>
-__global__ void dx_kernel(Geo g, const Real* dt, const Real* B, const Real* D, const Real* cout,
+__global__ void dx_kernel(SsdGeometry g, const Real* dt, const Real* B, const Real* D, const Real* cout,
                           const Real* L, const Real* CB, const Real* dstates, const Real* dy, Real* dx) {
   ECHO_SHARED(TileSmem<Real>, sm);
   const int64_t tp = tiles(g.P);
   const BlockPos pos = block_pos(tiles(g.Q) * tp, g.chunks);
   const int64_t j0 = (pos.tile / tp) * kTile, p0 = (pos.tile % tp) * kTile;
   const int64_t c = pos.c, b = pos.outer / g.H, h = pos.outer % g.H, grp = h / g.heads_per_group;
-  const int64_t t0 = c * g.Q, len = g.len(c), ch = g.bhc(b, h, c), xs = g.xs(), bs = g.bs(), H = g.H,
+  const int64_t t0 = c * g.Q, len = g.len(c), ch = g.chunk_index(b, h, c), xs = g.x_step(), bs = g.bc_step(), H = g.H,
                 Q = g.Q, N = g.N;
   if (j0 >= len) return;
-  const Real* dtc = dt + (b * g.T + t0) * g.H + h;
-  const Real* dyc = dy + ((b * g.T + t0) * g.H + h) * g.P;
-  const Real* Bc = B + ((b * g.T + t0) * g.G + grp) * g.N;
+  const Real* dtc = dt + g.dt_offset(b, t0, h);
+  const Real* dyc = dy + g.x_offset(b, t0, h);
+  const Real* Bc = B + g.bc_offset(b, t0, grp);
   const Real* co = cout + ch * Q;
   const Real* Lc = L + ch * Q * Q;
-  const Real* CBc = CB + g.bcg(b, c, grp) * Q * Q;
+  const Real* CBc = CB + g.group_chunk_index(b, c, grp) * Q * Q;
   const Real* dS = dstates + ch * g.P * g.N;
   Real acc[4][4];
   zero(acc);
@@ -411,7 +418,7 @@ __global__ void dx_kernel(Geo g, const Real* dt, const Real* B, const Real* D, c
   tile_mma(acc, sm, j0, len, p0, g.P, 0, g.N,
            [=](int64_t j, int64_t n) { return real_exp(co[j]) * dtc[j * H] * Bc[j * bs + n]; },
            [=](int64_t n, int64_t p) { return dS[p * N + n]; });
-  Real* dxc = dx + ((b * g.T + t0) * g.H + h) * g.P;
+  Real* dxc = dx + g.x_offset(b, t0, h);
   const Real Dh = D ? D[h] : Real(0);
   tile_store(acc, j0, len, p0, g.P,
              [=](int64_t j, int64_t p, Real v) { dxc[j * xs + p] += v + Dh * dyc[j * xs + p]; });
@@ -420,50 +427,50 @@ __global__ void dx_kernel(Geo g, const Real* dt, const Real* B, const Real* D, c
 // CPU: the dB lines. Per (b, c, group) and tile of (j, n):
 // dB_j += Σ_{i≥j} dCB_ij C_i + Σ_heads exp(cout_j) dt_j dSᵀ x_j.
 template <typename Real>
-__global__ void dB_kernel(Geo g, const Real* x, const Real* dt, const Real* C, const Real* cout,
+__global__ void dB_kernel(SsdGeometry g, const Real* x, const Real* dt, const Real* C, const Real* cout,
                           const Real* dCB, const Real* dstates, Real* dB) {
   ECHO_SHARED(TileSmem<Real>, sm);
   const int64_t tn = tiles(g.N);
   const BlockPos pos = block_pos(tiles(g.Q) * tn, g.chunks);
   const int64_t j0 = (pos.tile / tn) * kTile, n0 = (pos.tile % tn) * kTile;
   const int64_t c = pos.c, b = pos.outer / g.G, grp = pos.outer % g.G;
-  const int64_t t0 = c * g.Q, len = g.len(c), xs = g.xs(), bs = g.bs(), H = g.H, Q = g.Q, N = g.N;
+  const int64_t t0 = c * g.Q, len = g.len(c), xs = g.x_step(), bs = g.bc_step(), H = g.H, Q = g.Q, N = g.N;
   if (j0 >= len) return;
-  const Real* Cc = C + ((b * g.T + t0) * g.G + grp) * g.N;
-  const Real* dCBc = dCB + g.bcg(b, c, grp) * Q * Q;
+  const Real* Cc = C + g.bc_offset(b, t0, grp);
+  const Real* dCBc = dCB + g.group_chunk_index(b, c, grp) * Q * Q;
   Real acc[4][4];
   zero(acc);
   tile_mma(acc, sm, j0, len, n0, g.N, j0, len,
            [=](int64_t j, int64_t i) { return i >= j ? dCBc[i * Q + j] : Real(0); },
            [=](int64_t i, int64_t n) { return Cc[i * bs + n]; });
   for (int64_t hh = 0; hh < g.heads_per_group; ++hh) {
-    const int64_t h = grp * g.heads_per_group + hh, ch = g.bhc(b, h, c);
-    const Real* xc = x + ((b * g.T + t0) * g.H + h) * g.P;
-    const Real* dtc = dt + (b * g.T + t0) * g.H + h;
+    const int64_t h = grp * g.heads_per_group + hh, ch = g.chunk_index(b, h, c);
+    const Real* xc = x + g.x_offset(b, t0, h);
+    const Real* dtc = dt + g.dt_offset(b, t0, h);
     const Real* co = cout + ch * Q;
     const Real* dS = dstates + ch * g.P * g.N;
     tile_mma(acc, sm, j0, len, n0, g.N, 0, g.P,
              [=](int64_t j, int64_t p) { return real_exp(co[j]) * dtc[j * H] * xc[j * xs + p]; },
              [=](int64_t p, int64_t n) { return dS[p * N + n]; });
   }
-  Real* dBc = dB + ((b * g.T + t0) * g.G + grp) * g.N;
+  Real* dBc = dB + g.bc_offset(b, t0, grp);
   tile_store(acc, j0, len, n0, g.N, [=](int64_t j, int64_t n, Real v) { dBc[j * bs + n] += v; });
 }
 
 // CPU: the dC lines. Per (b, c, group) and tile of (i, n):
 // dC_i += Σ_{j≤i} dCB_ij B_j + Σ_heads exp(cin_i) h_cᵀ dy_i.
 template <typename Real>
-__global__ void dC_kernel(Geo g, const Real* B, const Real* cin, const Real* dCB, const Real* states,
+__global__ void dC_kernel(SsdGeometry g, const Real* B, const Real* cin, const Real* dCB, const Real* states,
                           const Real* dy, Real* dC) {
   ECHO_SHARED(TileSmem<Real>, sm);
   const int64_t tn = tiles(g.N);
   const BlockPos pos = block_pos(tiles(g.Q) * tn, g.chunks);
   const int64_t i0 = (pos.tile / tn) * kTile, n0 = (pos.tile % tn) * kTile;
   const int64_t c = pos.c, b = pos.outer / g.G, grp = pos.outer % g.G;
-  const int64_t t0 = c * g.Q, len = g.len(c), xs = g.xs(), bs = g.bs(), Q = g.Q, N = g.N;
+  const int64_t t0 = c * g.Q, len = g.len(c), xs = g.x_step(), bs = g.bc_step(), Q = g.Q, N = g.N;
   if (i0 >= len) return;
-  const Real* Bc = B + ((b * g.T + t0) * g.G + grp) * g.N;
-  const Real* dCBc = dCB + g.bcg(b, c, grp) * Q * Q;
+  const Real* Bc = B + g.bc_offset(b, t0, grp);
+  const Real* dCBc = dCB + g.group_chunk_index(b, c, grp) * Q * Q;
   const int64_t j_end = i0 + kTile < len ? i0 + kTile : len;
   Real acc[4][4];
   zero(acc);
@@ -471,15 +478,15 @@ __global__ void dC_kernel(Geo g, const Real* B, const Real* cin, const Real* dCB
            [=](int64_t i, int64_t j) { return j <= i ? dCBc[i * Q + j] : Real(0); },
            [=](int64_t j, int64_t n) { return Bc[j * bs + n]; });
   for (int64_t hh = 0; hh < g.heads_per_group; ++hh) {
-    const int64_t h = grp * g.heads_per_group + hh, ch = g.bhc(b, h, c);
-    const Real* dyc = dy + ((b * g.T + t0) * g.H + h) * g.P;
+    const int64_t h = grp * g.heads_per_group + hh, ch = g.chunk_index(b, h, c);
+    const Real* dyc = dy + g.x_offset(b, t0, h);
     const Real* ci = cin + ch * Q;
     const Real* hc = states + ch * g.P * g.N;
     tile_mma(acc, sm, i0, len, n0, g.N, 0, g.P,
              [=](int64_t i, int64_t p) { return real_exp(ci[i]) * dyc[i * xs + p]; },
              [=](int64_t p, int64_t n) { return hc[p * N + n]; });
   }
-  Real* dCc = dC + ((b * g.T + t0) * g.G + grp) * g.N;
+  Real* dCc = dC + g.bc_offset(b, t0, grp);
   tile_store(acc, i0, len, n0, g.N, [=](int64_t i, int64_t n, Real v) { dCc[i * bs + n] += v; });
 }
 
@@ -494,17 +501,17 @@ __device__ inline Real row_sum16(Real v) {
 // CPU: U = dY h_c and w_in_i = exp(cin_i) C_i·U_i. Per (b, h, c) and tile of
 // (i, n); the tile's share of the dot over n goes to w_in_part[(b,h,c), n-tile, i].
 template <typename Real>
-__global__ void w_in_kernel(Geo g, const Real* C, const Real* cin, const Real* states, const Real* dy,
+__global__ void w_in_kernel(SsdGeometry g, const Real* C, const Real* cin, const Real* states, const Real* dy,
                             Real* w_in_part) {
   ECHO_SHARED(TileSmem<Real>, sm);
   const int64_t tn = tiles(g.N);
   const BlockPos pos = block_pos(tiles(g.Q) * tn, g.chunks);
   const int64_t i0 = (pos.tile / tn) * kTile, nt = pos.tile % tn, n0 = nt * kTile;
   const int64_t c = pos.c, b = pos.outer / g.H, h = pos.outer % g.H, grp = h / g.heads_per_group;
-  const int64_t t0 = c * g.Q, len = g.len(c), ch = g.bhc(b, h, c), xs = g.xs(), bs = g.bs(), N = g.N;
+  const int64_t t0 = c * g.Q, len = g.len(c), ch = g.chunk_index(b, h, c), xs = g.x_step(), bs = g.bc_step(), N = g.N;
   if (i0 >= len) return;
-  const Real* dyc = dy + ((b * g.T + t0) * g.H + h) * g.P;
-  const Real* Cc = C + ((b * g.T + t0) * g.G + grp) * g.N;
+  const Real* dyc = dy + g.x_offset(b, t0, h);
+  const Real* Cc = C + g.bc_offset(b, t0, grp);
   const Real* hc = states + ch * g.P * g.N;
   Real acc[4][4];
   zero(acc);
@@ -531,16 +538,16 @@ __global__ void w_in_kernel(Geo g, const Real* C, const Real* cin, const Real* s
 // CPU: V = B dSᵀ and xv_j = x_j·V_j. Per (b, h, c) and tile of (j, p); the tile's
 // share of the dot over p goes to xv_part[(b,h,c), p-tile, j].
 template <typename Real>
-__global__ void w_out_kernel(Geo g, const Real* x, const Real* B, const Real* dstates, Real* xv_part) {
+__global__ void w_out_kernel(SsdGeometry g, const Real* x, const Real* B, const Real* dstates, Real* xv_part) {
   ECHO_SHARED(TileSmem<Real>, sm);
   const int64_t tp = tiles(g.P);
   const BlockPos pos = block_pos(tiles(g.Q) * tp, g.chunks);
   const int64_t j0 = (pos.tile / tp) * kTile, pt = pos.tile % tp, p0 = pt * kTile;
   const int64_t c = pos.c, b = pos.outer / g.H, h = pos.outer % g.H, grp = h / g.heads_per_group;
-  const int64_t t0 = c * g.Q, len = g.len(c), ch = g.bhc(b, h, c), xs = g.xs(), bs = g.bs(), N = g.N;
+  const int64_t t0 = c * g.Q, len = g.len(c), ch = g.chunk_index(b, h, c), xs = g.x_step(), bs = g.bc_step(), N = g.N;
   if (j0 >= len) return;
-  const Real* xc = x + ((b * g.T + t0) * g.H + h) * g.P;
-  const Real* Bc = B + ((b * g.T + t0) * g.G + grp) * g.N;
+  const Real* xc = x + g.x_offset(b, t0, h);
+  const Real* Bc = B + g.bc_offset(b, t0, grp);
   const Real* dS = dstates + ch * g.P * g.N;
   Real acc[4][4];
   zero(acc);
@@ -565,7 +572,7 @@ __global__ void w_out_kernel(Geo g, const Real* x, const Real* B, const Real* ds
 
 // CPU: w_chunk = exp(cin_last) <dS, h_c>. One block of kThreads per (b, h, c).
 template <typename Real>
-__global__ void w_chunk_kernel(Geo g, const Real* cin, const Real* states, const Real* dstates, Real* w_chunk) {
+__global__ void w_chunk_kernel(SsdGeometry g, const Real* cin, const Real* states, const Real* dstates, Real* w_chunk) {
   ECHO_SHARED(Real, red, [kThreads]);
   const int64_t ch = blockIdx.x, c = ch % g.chunks, PN = g.P * g.N;
   Real s = Real(0);
@@ -578,7 +585,7 @@ __global__ void w_chunk_kernel(Geo g, const Real* cin, const Real* states, const
 // da_k = w_chunk + Σ_{i≥k} W_ik (row-prefixed W) + Σ_{i≥k} w_in_i + Σ_{j<k} w_out_j,
 // ddt_k += ddt_diag_k + exp(cout_k) xv_k + A da_k, dA term dt_k da_k.
 template <typename Real>
-__global__ void da_kernel(Geo g, const Real* dt, const Real* A, const Real* cout, const Real* W,
+__global__ void da_kernel(SsdGeometry g, const Real* dt, const Real* A, const Real* cout, const Real* W,
                           const Real* ddt_diag, const Real* w_in_part, const Real* xv_part,
                           const Real* w_chunk, Real* ddt, Real* dA_terms) {
   const int64_t tn = tiles(g.N), tp = tiles(g.P), Q = g.Q;
@@ -587,7 +594,7 @@ __global__ void da_kernel(Geo g, const Real* dt, const Real* A, const Real* cout
     const int64_t c = ch % g.chunks, h = (ch / g.chunks) % g.H, b = ch / (g.chunks * g.H);
     const int64_t len = g.len(c), t0 = c * Q;
     if (k >= len) continue;
-    const Real* dtc = dt + (b * g.T + t0) * g.H + h;
+    const Real* dtc = dt + g.dt_offset(b, t0, h);
     const Real* co = cout + ch * Q;
     const Real* Wc = W + ch * Q * Q;
     Real da = w_chunk[ch];
@@ -602,7 +609,7 @@ __global__ void da_kernel(Geo g, const Real* dt, const Real* A, const Real* cout
     }
     Real xv_k = Real(0);
     for (int64_t pt = 0; pt < tp; ++pt) xv_k += xv_part[(ch * tp + pt) * Q + k];
-    const int64_t pos = (b * g.T + t0 + k) * g.H + h;
+    const int64_t pos = g.dt_offset(b, t0 + k, h);
     ddt[pos] += ddt_diag[idx] + real_exp(co[k]) * xv_k + A[h] * da;
     dA_terms[pos] = dtc[k * g.H] * da;
   }
@@ -610,7 +617,7 @@ __global__ void da_kernel(Geo g, const Real* dt, const Real* A, const Real* cout
 
 // CPU: dD_sum. dD term per (b, t, h): dy·x over p.
 template <typename Real>
-__global__ void dD_terms_kernel(Geo g, const Real* x, const Real* dy, Real* dD_terms) {
+__global__ void dD_terms_kernel(SsdGeometry g, const Real* x, const Real* dy, Real* dD_terms) {
   ECHO_GRID_STRIDE(idx, g.batch * g.T * g.H) {
     Real s = Real(0);
     for (int64_t p = 0; p < g.P; ++p) s += dy[idx * g.P + p] * x[idx * g.P + p];
@@ -621,7 +628,7 @@ __global__ void dD_terms_kernel(Geo g, const Real* x, const Real* dy, Real* dD_t
 // CPU: the final per-head sums. One block per head: dA[h] += Σ_{b,t} dA_terms,
 // dD[h] += Σ_{b,t} dD_terms (when D is present). kThreads threads a block.
 template <typename Real>
-__global__ void head_sums_kernel(Geo g, const Real* dA_terms, const Real* dD_terms, Real* dA, Real* dD) {
+__global__ void head_sums_kernel(SsdGeometry g, const Real* dA_terms, const Real* dD_terms, Real* dA, Real* dD) {
   ECHO_SHARED(Real, red, [kThreads]);
   const int64_t h = blockIdx.x, n = g.batch * g.T;
   Real sa = Real(0), sd = Real(0);
@@ -665,59 +672,72 @@ __global__ void step_kernel(const Real* x, const Real* dt, const Real* A, const 
 
 // ---- workspace ---------------------------------------------------------------------
 
+// The scratch of one call, carved out of a single device buffer. Each layout
+// lists (slot, size in elements) once; with base == null it only counts.
 template <typename Real>
-struct ForwardWs {
-  Real *cin, *cout, *L, *CB;
-};
-template <typename Real>
-struct BackwardWs {
-  Real *cin, *cout, *L, *CB, *dstates, *dM, *dCB, *ddt_diag, *w_in_part, *xv_part, *w_chunk, *dA_terms, *dD_terms;
+struct WorkspaceCarver {
+  Real* base;
+  int64_t used = 0;
+  void take(Real** slot, int64_t elements) {
+    *slot = base ? base + used : nullptr;
+    used += elements;
+  }
 };
 
 template <typename Real>
-int64_t forward_layout(const Geo& g, Real* base, ForwardWs<Real>* ws) {
+struct ForwardWs {
+  Real *cin, *cout;  // cumulative decay sums from the chunk start / to the chunk end, [b,H,chunks,Q]
+  Real *L;           // decay matrices L_ij, [b,H,chunks,Q,Q]
+  Real *CB;          // C_i·B_j per group, [b,chunks,G,Q,Q]
+};
+
+template <typename Real>
+int64_t forward_layout(const SsdGeometry& g, Real* base, ForwardWs<Real>* ws) {
   const int64_t bhcq = g.batch * g.H * g.chunks * g.Q;
-  const int64_t sizes[] = {bhcq, bhcq, bhcq * g.Q, g.batch * g.chunks * g.G * g.Q * g.Q};
-  Real** slots[] = {&ws->cin, &ws->cout, &ws->L, &ws->CB};
-  int64_t off = 0;
-  for (int i = 0; i < 4; ++i) {
-    *slots[i] = base ? base + off : nullptr;
-    off += sizes[i];
-  }
-  return off;
+  WorkspaceCarver<Real> carve{base};
+  carve.take(&ws->cin, bhcq);
+  carve.take(&ws->cout, bhcq);
+  carve.take(&ws->L, bhcq * g.Q);
+  carve.take(&ws->CB, g.batch * g.chunks * g.G * g.Q * g.Q);
+  return carve.used;
 }
 
 template <typename Real>
-int64_t backward_layout(const Geo& g, Real* base, BackwardWs<Real>* ws) {
-  const int64_t bhc = g.batch * g.H * g.chunks, bhcq = bhc * g.Q;
-  const int64_t sizes[] = {bhcq,
-                           bhcq,
-                           bhcq * g.Q,
-                           g.batch * g.chunks * g.G * g.Q * g.Q,
-                           bhc * g.P * g.N,
-                           bhcq * g.Q,
-                           g.batch * g.chunks * g.G * g.Q * g.Q,
-                           bhcq,
-                           bhcq * tiles(g.N),
-                           bhcq * tiles(g.P),
-                           bhc,
-                           g.batch * g.T * g.H,
-                           g.batch * g.T * g.H};
-  Real** slots[] = {&ws->cin,     &ws->cout,      &ws->L,       &ws->CB,      &ws->dstates,
-                     &ws->dM,      &ws->dCB,       &ws->ddt_diag, &ws->w_in_part, &ws->xv_part,
-                     &ws->w_chunk, &ws->dA_terms,  &ws->dD_terms};
-  int64_t off = 0;
-  for (int i = 0; i < 13; ++i) {
-    *slots[i] = base ? base + off : nullptr;
-    off += sizes[i];
-  }
-  return off;
+struct BackwardWs {
+  Real *cin, *cout, *L, *CB;  // as in the forward, recomputed
+  Real *dstates;              // per chunk: the gradient of the state leaving it, [b,H,chunks,P,N]
+  Real *dM;                   // dM_ij = dy_i·x_j, then W_ij and its row prefix, [b,H,chunks,Q,Q]
+  Real *dCB;                  // gradient of C_i·B_j per group, [b,chunks,G,Q,Q]
+  Real *ddt_diag;             // Σ_{i≥j} dM_ij L_ij CB_ij per column, [b,H,chunks,Q]
+  Real *w_in_part, *xv_part;  // per-tile shares of two dot products, [b,H,chunks,tiles,Q]
+  Real *w_chunk;              // exp(cin_last)·<dS, h_c>, [b,H,chunks]
+  Real *dA_terms, *dD_terms;  // per (b, t, h) terms of dA and dD before the head sums
+};
+
+template <typename Real>
+int64_t backward_layout(const SsdGeometry& g, Real* base, BackwardWs<Real>* ws) {
+  const int64_t bhc = g.batch * g.H * g.chunks, bhcq = bhc * g.Q, group_qq = g.batch * g.chunks * g.G * g.Q * g.Q;
+  WorkspaceCarver<Real> carve{base};
+  carve.take(&ws->cin, bhcq);
+  carve.take(&ws->cout, bhcq);
+  carve.take(&ws->L, bhcq * g.Q);
+  carve.take(&ws->CB, group_qq);
+  carve.take(&ws->dstates, bhc * g.P * g.N);
+  carve.take(&ws->dM, bhcq * g.Q);
+  carve.take(&ws->dCB, group_qq);
+  carve.take(&ws->ddt_diag, bhcq);
+  carve.take(&ws->w_in_part, bhcq * tiles(g.N));
+  carve.take(&ws->xv_part, bhcq * tiles(g.P));
+  carve.take(&ws->w_chunk, bhc);
+  carve.take(&ws->dA_terms, g.batch * g.T * g.H);
+  carve.take(&ws->dD_terms, g.batch * g.T * g.H);
+  return carve.used;
 }
 
 // A launch's error, if any, as an exception naming the step of the scan.
 inline void check(const char* what) { check_launch(what); }
 // gridDim.x of a tile grid, checked (a bare narrowing to dim3 would drop blocks past 2³²).
-inline unsigned tile_blocks(int64_t n_tiles, const Geo& g, int64_t outer) {
+inline unsigned tile_blocks(int64_t n_tiles, const SsdGeometry& g, int64_t outer) {
   return row_blocks(n_tiles * g.chunks * outer, "ssd_scan");
 }
 
@@ -726,11 +746,11 @@ inline unsigned tile_blocks(int64_t n_tiles, const Geo& g, int64_t outer) {
 // The layouts count elements, the same for either element type.
 int64_t ssd_forward_workspace_elements(const SsdDims& d) {
   ForwardWs<float> ws;
-  return forward_layout<float>(make_geo(d), nullptr, &ws);
+  return forward_layout<float>(make_geometry(d), nullptr, &ws);
 }
 int64_t ssd_backward_workspace_elements(const SsdDims& d) {
   BackwardWs<float> ws;
-  return backward_layout<float>(make_geo(d), nullptr, &ws);
+  return backward_layout<float>(make_geometry(d), nullptr, &ws);
 }
 
 template <typename Real>
@@ -738,7 +758,7 @@ template <typename Real>
 void ssd_scan_forward(const SsdDims& d, const Real* x, const Real* dt, const Real* A, const Real* B,
                       const Real* C, const Real* D, const Real* h0, Real* y, Real* h_final, Real* states,
                       Real* workspace) {
-  const Geo g = make_geo(d);
+  const SsdGeometry g = make_geometry(d);
   if (g.batch == 0 || g.H == 0) return;  // nothing to compute (and no empty grids)
   ForwardWs<Real> ws;
   forward_layout(g, workspace, &ws);
@@ -770,7 +790,7 @@ void ssd_scan_backward(const SsdDims& d, const Real* x, const Real* dt, const Re
                        const Real* C, const Real* D, const Real* states, const Real* dy,
                        const Real* dh_final, Real* dx, Real* ddt, Real* dA, Real* dB, Real* dC, Real* dD,
                        Real* dh0, Real* workspace) {
-  const Geo g = make_geo(d);
+  const SsdGeometry g = make_geometry(d);
   if (g.batch == 0 || g.H == 0) return;
   BackwardWs<Real> ws;
   backward_layout(g, workspace, &ws);

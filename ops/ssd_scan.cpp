@@ -43,16 +43,22 @@ constexpr const char* kOp = "ssd_scan";
 
 // ---- shapes ------------------------------------------------------------------------
 
-struct Dims {
+// Shapes and offsets (the same names as cuda/ssd_scan.cu's SsdGeometry): x, y are
+// [b, T, H, P], dt is [b, T, H], B, C are [b, T, G, N]; per-chunk scratch is
+// indexed by chunk_index (b, h, c).
+struct SsdGeometry {
   int64_t batch = 0, T = 0, H = 0, P = 0, G = 0, N = 0, Q = 0;
   int64_t chunks = 0, heads_per_group = 1;
   int64_t len(int64_t c) const { return std::min(Q, T - c * Q); }
   int64_t x_step() const { return H * P; }   // one time step in x, y
   int64_t bc_step() const { return G * N; }  // one time step in B, C
+  int64_t x_offset(int64_t b, int64_t t, int64_t h) const { return ((b * T + t) * H + h) * P; }
+  int64_t dt_offset(int64_t b, int64_t t, int64_t h) const { return (b * T + t) * H + h; }
+  int64_t bc_offset(int64_t b, int64_t t, int64_t g) const { return ((b * T + t) * G + g) * N; }
   int64_t chunk_index(int64_t b, int64_t h, int64_t c) const { return (b * H + h) * chunks + c; }
 };
 
-Dims check_inputs(const Tensor& x, const Tensor& dt, const Tensor& A, const Tensor& B,
+SsdGeometry check_inputs(const Tensor& x, const Tensor& dt, const Tensor& A, const Tensor& B,
                   const Tensor& C, const Tensor& D, const Tensor& h0, int64_t chunk_size) {
   check_floating_same(kOp, {&x, &dt, &A, &B, &C, &D, &h0}, /*cuda_float64=*/true);
   op_check(x.defined() && dt.defined() && A.defined() && B.defined() && C.defined(), kOp,
@@ -60,7 +66,7 @@ Dims check_inputs(const Tensor& x, const Tensor& dt, const Tensor& A, const Tens
   op_check(chunk_size > 0, kOp, "chunk_size must be > 0, got " + std::to_string(chunk_size));
   check_rank(kOp, "x", x, 4);
   check_rank(kOp, "B", B, 4);
-  Dims d;
+  SsdGeometry d;
   d.batch = x.size(0), d.T = x.size(1), d.H = x.size(2), d.P = x.size(3);
   // A chunk longer than the sequence is the sequence: clamping changes nothing
   // but keeps T + Q − 1 and the Q×Q workspaces finite for absurd chunk sizes.
@@ -192,11 +198,11 @@ template <typename Real> struct Scratch {
 // chunk_cumsum: cin_i = Σ_{k=0..i} a_k and cout_j = Σ_{k=j+1..len-1} a_k per
 // (b, h, c), stored [b, H, chunks, Q]. CUDA: chunk_cumsum_kernel.
 template <typename Real>
-void chunk_cumsum(const Dims& d, const Real* dt, const Real* A, Real* cin, Real* cout) {
+void chunk_cumsum(const SsdGeometry& d, const Real* dt, const Real* A, Real* cin, Real* cout) {
   parallel_for(d.batch * d.H * d.chunks, [&](int64_t idx) {
     const int64_t c = idx % d.chunks, h = (idx / d.chunks) % d.H, b = idx / (d.chunks * d.H);
     const int64_t len = d.len(c);
-    const Real* dtc = dt + (b * d.T + c * d.Q) * d.H + h;
+    const Real* dtc = dt + d.dt_offset(b, c * d.Q, h);
     Real* ci = cin + idx * d.Q;
     Real* co = cout + idx * d.Q;
     Real s = 0;
@@ -233,7 +239,7 @@ void segsum_decay(int64_t len, int64_t Q, const Real* dtc, int64_t dt_step, Real
 // CB_ij = C_i·B_j for j ≤ i (the group's chunk Gram matrix, len×len, leading
 // dimension Q); Bt is scratch N×Q. CUDA: bmm_chunk_kernel.
 template <typename Real>
-void chunk_gram(const Dims& d, int64_t len, const Real* Cc, const Real* Bc, Real* Bt, Real* CB) {
+void chunk_gram(const SsdGeometry& d, int64_t len, const Real* Cc, const Real* Bc, Real* Bt, Real* CB) {
   transpose(len, d.N, Bc, d.bc_step(), Bt, d.Q);
   std::fill(CB, CB + d.Q * d.Q, Real(0));
   gemm_acc(len, len, d.N, Cc, d.bc_step(), 1, Bt, d.Q, CB, d.Q, kFull, /*lower_out=*/true);
@@ -242,17 +248,17 @@ void chunk_gram(const Dims& d, int64_t len, const Real* Cc, const Real* Bc, Real
 // chunk_state: S_c = Σ_j exp(cout_j) dt_j x_j ⊗ B_j (P×N) into states[b, h, c].
 // CUDA: chunk_state_kernel.
 template <typename Real>
-void chunk_state(const Dims& d, const Real* x, const Real* dt, const Real* B, const Real* cout, Real* states) {
+void chunk_state(const SsdGeometry& d, const Real* x, const Real* dt, const Real* B, const Real* cout, Real* states) {
   parallel_for(d.batch * d.chunks * d.G, [&](int64_t task) {
     const int64_t g = task % d.G, c = (task / d.G) % d.chunks, b = task / (d.G * d.chunks);
     const int64_t t0 = c * d.Q, len = d.len(c);
     Scratch<Real> s_xw;
     Real* xw = s_xw.take(len * d.P);
-    const Real* Bc = B + ((b * d.T + t0) * d.G + g) * d.N;
+    const Real* Bc = B + d.bc_offset(b, t0, g);
     for (int64_t hh = 0; hh < d.heads_per_group; ++hh) {
       const int64_t h = g * d.heads_per_group + hh, ch = d.chunk_index(b, h, c);
-      const Real* xc = x + ((b * d.T + t0) * d.H + h) * d.P;
-      const Real* dtc = dt + (b * d.T + t0) * d.H + h;
+      const Real* xc = x + d.x_offset(b, t0, h);
+      const Real* dtc = dt + d.dt_offset(b, t0, h);
       const Real* co = cout + ch * d.Q;
       for (int64_t j = 0; j < len; ++j) {
         const Real w = std::exp(co[j]) * dtc[j * d.H];
@@ -271,7 +277,7 @@ void chunk_state(const Dims& d, const Real* x, const Real* dt, const Real* B, co
 // chunk states are replaced in place by the states entering each chunk; the
 // running state is h_final's row. Parallel over (b, h, p). CUDA: state_passing_kernel.
 template <typename Real>
-void state_passing(const Dims& d, const Real* cin, const Real* h0, Real* states, Real* h_final) {
+void state_passing(const SsdGeometry& d, const Real* cin, const Real* h0, Real* states, Real* h_final) {
   parallel_for(d.batch * d.H * d.P, [&](int64_t idx) {
     const int64_t p = idx % d.P, bh = idx / d.P;
     Real* h = h_final + idx * d.N;
@@ -293,7 +299,7 @@ void state_passing(const Dims& d, const Real* cin, const Real* h0, Real* states,
 // chunk_scan: y_i = Σ_{j≤i} M_ij x_j + exp(cin_i) h_c C_i + D x_i with
 // M_ij = L_ij CB_ij dt_j. CUDA: segsum_kernel, bmm_chunk_kernel, chunk_scan_kernel.
 template <typename Real>
-void chunk_scan(const Dims& d, const Real* x, const Real* dt, const Real* A, const Real* B, const Real* C,
+void chunk_scan(const SsdGeometry& d, const Real* x, const Real* dt, const Real* A, const Real* B, const Real* C,
                 const Real* D, const Real* cin, const Real* states, Real* y) {
   parallel_for(d.batch * d.chunks * d.G, [&](int64_t task) {
     const int64_t g = task % d.G, c = (task / d.G) % d.chunks, b = task / (d.G * d.chunks);
@@ -305,15 +311,15 @@ void chunk_scan(const Dims& d, const Real* x, const Real* dt, const Real* A, con
     Real* M = s_m.take(Q * Q);
     Real* Cs = s_cs.take(len * N);
     Real* hT = s_ht.take(N * P);
-    const Real* Bc = B + ((b * d.T + t0) * d.G + g) * N;
-    const Real* Cc = C + ((b * d.T + t0) * d.G + g) * N;
+    const Real* Bc = B + d.bc_offset(b, t0, g);
+    const Real* Cc = C + d.bc_offset(b, t0, g);
     chunk_gram(d, len, Cc, Bc, Bt, CB);
     for (int64_t hh = 0; hh < d.heads_per_group; ++hh) {
       const int64_t h = g * d.heads_per_group + hh, ch = d.chunk_index(b, h, c);
-      const Real* xc = x + ((b * d.T + t0) * d.H + h) * P;
-      const Real* dtc = dt + (b * d.T + t0) * d.H + h;
+      const Real* xc = x + d.x_offset(b, t0, h);
+      const Real* dtc = dt + d.dt_offset(b, t0, h);
       const Real* ci = cin + ch * Q;
-      Real* yc = y + ((b * d.T + t0) * d.H + h) * P;
+      Real* yc = y + d.x_offset(b, t0, h);
       for (int64_t j = 0; j < len; ++j) dtv[j] = dtc[j * d.H];
       segsum_decay(len, Q, dtv, 1, A[h], M);
       for (int64_t i = 0; i < len; ++i)
@@ -343,16 +349,16 @@ void chunk_scan(const Dims& d, const Real* x, const Real* dt, const Real* A, con
 // E_c = Σ_i exp(cin_i) dy_i ⊗ C_i (P×N), into dstates[b, h, c].
 // CUDA: chunk_state_bwd_kernel.
 template <typename Real>
-void chunk_state_bwd(const Dims& d, const Real* dy, const Real* C, const Real* cin, Real* dstates) {
+void chunk_state_bwd(const SsdGeometry& d, const Real* dy, const Real* C, const Real* cin, Real* dstates) {
   parallel_for(d.batch * d.chunks * d.G, [&](int64_t task) {
     const int64_t g = task % d.G, c = (task / d.G) % d.chunks, b = task / (d.G * d.chunks);
     const int64_t t0 = c * d.Q, len = d.len(c);
     Scratch<Real> s_dyw;
     Real* dyw = s_dyw.take(len * d.P);
-    const Real* Cc = C + ((b * d.T + t0) * d.G + g) * d.N;
+    const Real* Cc = C + d.bc_offset(b, t0, g);
     for (int64_t hh = 0; hh < d.heads_per_group; ++hh) {
       const int64_t h = g * d.heads_per_group + hh, ch = d.chunk_index(b, h, c);
-      const Real* dyc = dy + ((b * d.T + t0) * d.H + h) * d.P;
+      const Real* dyc = dy + d.x_offset(b, t0, h);
       const Real* ci = cin + ch * d.Q;
       for (int64_t i = 0; i < len; ++i) {
         const Real e = std::exp(ci[i]);
@@ -370,7 +376,7 @@ void chunk_state_bwd(const Dims& d, const Real* dy, const Real* C, const Real* c
 // g_c is the gradient of the state leaving chunk c. E_c is replaced in place by g_c;
 // dh0 += g_{-1}. Parallel over (b, h, p). CUDA: state_passing_bwd_kernel.
 template <typename Real>
-void state_passing_bwd(const Dims& d, const Real* cin, const Real* dh_final, Real* dstates, Real* dh0) {
+void state_passing_bwd(const SsdGeometry& d, const Real* cin, const Real* dh_final, Real* dstates, Real* dh0) {
   parallel_for(d.batch * d.H * d.P, [&](int64_t idx) {
     const int64_t p = idx % d.P, bh = idx / d.P;
     std::vector<Real> g(dh_final + idx * d.N, dh_final + (idx + 1) * d.N);
@@ -402,7 +408,7 @@ void state_passing_bwd(const Dims& d, const Real* cin, const Real* dh_final, Rea
 // CUDA: dm_kernel, dcb_kernel, ddt_diag_kernel, row_prefix_kernel, dx_kernel,
 // dB_kernel, dC_kernel, w_in_kernel, w_out_kernel, w_chunk_kernel, da_kernel, reduce_kernel.
 template <typename Real>
-void chunk_scan_bwd(const Dims& d, const Real* x, const Real* dt, const Real* A, const Real* B, const Real* C,
+void chunk_scan_bwd(const SsdGeometry& d, const Real* x, const Real* dt, const Real* A, const Real* B, const Real* C,
                     const Real* D, const Real* cin, const Real* cout, const Real* states, const Real* dstates,
                     const Real* dy, Real* dx, Real* ddt, Real* dB, Real* dC, Real* dA_part, Real* dD_part) {
   parallel_for(d.batch * d.chunks * d.G, [&](int64_t task) {
@@ -423,18 +429,18 @@ void chunk_scan_bwd(const Dims& d, const Real* x, const Real* dt, const Real* A,
     Real* dST = s_dst.take(N * P);
     Real* vec = s_vec.take(4 * Q);
     Real *ddt_direct = vec, *w_in = vec + Q, *w_out = vec + 2 * Q, *da = vec + 3 * Q;
-    const Real* Bc = B + ((b * d.T + t0) * d.G + g) * N;
-    const Real* Cc = C + ((b * d.T + t0) * d.G + g) * N;
-    Real* dBc = dB + ((b * d.T + t0) * d.G + g) * N;
-    Real* dCc = dC + ((b * d.T + t0) * d.G + g) * N;
+    const Real* Bc = B + d.bc_offset(b, t0, g);
+    const Real* Cc = C + d.bc_offset(b, t0, g);
+    Real* dBc = dB + d.bc_offset(b, t0, g);
+    Real* dCc = dC + d.bc_offset(b, t0, g);
     chunk_gram(d, len, Cc, Bc, Bt, CB);
     for (int64_t hh = 0; hh < d.heads_per_group; ++hh) {
       const int64_t h = g * d.heads_per_group + hh, ch = d.chunk_index(b, h, c);
-      const Real* xc = x + ((b * d.T + t0) * d.H + h) * P;
-      const Real* dyc = dy + ((b * d.T + t0) * d.H + h) * P;
-      const Real* dtc = dt + (b * d.T + t0) * d.H + h;
-      Real* dxc = dx + ((b * d.T + t0) * d.H + h) * P;
-      Real* ddtc = ddt + (b * d.T + t0) * d.H + h;
+      const Real* xc = x + d.x_offset(b, t0, h);
+      const Real* dyc = dy + d.x_offset(b, t0, h);
+      const Real* dtc = dt + d.dt_offset(b, t0, h);
+      Real* dxc = dx + d.x_offset(b, t0, h);
+      Real* ddtc = ddt + d.dt_offset(b, t0, h);
       const Real* ci = cin + ch * Q;
       const Real* co = cout + ch * Q;
       const Real* h_in = states + ch * P * N;
@@ -544,7 +550,7 @@ void chunk_scan_bwd(const Dims& d, const Real* x, const Real* dt, const Real* A,
 // ---- CPU drivers -------------------------------------------------------------------
 
 template <typename Real>
-void forward_cpu(const Dims& d, const Tensor& x, const Tensor& dt, const Tensor& A, const Tensor& B,
+void forward_cpu(const SsdGeometry& d, const Tensor& x, const Tensor& dt, const Tensor& A, const Tensor& B,
                  const Tensor& C, const Tensor& D, const Tensor& h0, Tensor& y, Tensor& h_final,
                  Tensor& states) {
   std::vector<Real> cin(d.batch * d.H * d.chunks * d.Q), cout(cin.size());
@@ -560,7 +566,7 @@ struct Grads {
 };
 
 template <typename Real>
-void backward_cpu(const Dims& d, const Tensor& x, const Tensor& dt, const Tensor& A, const Tensor& B,
+void backward_cpu(const SsdGeometry& d, const Tensor& x, const Tensor& dt, const Tensor& A, const Tensor& B,
                   const Tensor& C, const Tensor& D, const Tensor& states, const Tensor& dy,
                   const Tensor& dh_final, Grads& gr) {
   std::vector<Real> cin(d.batch * d.H * d.chunks * d.Q), cout(cin.size());
@@ -622,7 +628,7 @@ void step_cpu(int64_t batch, int64_t H, int64_t P, int64_t G, int64_t N, const R
 
 SsdResult ssd_scan(const Tensor& x, const Tensor& dt, const Tensor& A, const Tensor& B, const Tensor& C,
                    const Tensor& D, const Tensor& h0, int64_t chunk_size) {
-  const Dims d = check_inputs(x, dt, A, B, C, D, h0, chunk_size);
+  const SsdGeometry d = check_inputs(x, dt, A, B, C, D, h0, chunk_size);
   const DType type = x.dtype();
   const Device dev = x.device();
   Tensor y = Tensor::empty({d.batch, d.T, d.H, d.P}, type, dev);
