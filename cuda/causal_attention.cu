@@ -1,3 +1,6 @@
+// Reading order: docs/ops_norms_conv_attention.md → ops/reference/causal_attention.cpp →
+// ops/causal_attention.cpp → this file.
+//
 // CUDA twin of ops/causal_attention.cpp: a fused causal attention that never
 // stores a T×T matrix. A block holds kWarps rows (one per warp) of one (b, h);
 // it walks over tiles of 32 keys (forward, dq) or 32 queries (dk, dv) staged in

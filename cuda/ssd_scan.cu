@@ -1,3 +1,5 @@
+// Reading order: docs/ssd.md → ops/reference/ssd_scan.cpp → ops/ssd_scan.cpp → this file.
+//
 // CUDA twin of ops/ssd_scan.cpp: the chunked SSD scan, every kernel templated on
 // the element type Real (float for training, with fp32 state and accumulation;
 // double for the float64 gradient check). Each kernel below names the CPU loop it mirrors; docs/ssd.md has

@@ -1,4 +1,7 @@
 // Causal softmax attention with rotary position embedding (baseline layer, spec §1.6).
+// Reading order: docs/ops_norms_conv_attention.md → ops/reference/causal_attention.cpp
+// (explicit T×T matrices: the tests' oracle) → this file (the tuned CPU kernel) →
+// cuda/causal_attention.cu (the CUDA twin).
 //
 // RoPE, rotate-half convention: for j < dh/2, with angle a = t · base^(−2j/dh),
 //   x'_j = x_j cos a − x_{j+dh/2} sin a,   x'_{j+dh/2} = x_{j+dh/2} cos a + x_j sin a.

@@ -1,4 +1,7 @@
 // Mamba-2 chunked selective scan (state-space duality), spec §1.1.
+// Reading order: docs/ssd.md → ops/reference/ssd_scan.cpp (the recurrence, step by
+// step: the tests' oracle) → this file (the tuned CPU kernel: chunks, small GEMMs)
+// → cuda/ssd_scan.cu (the CUDA twin, kernel by kernel against the loops here).
 // docs/ssd.md derives every formula below; cuda/ssd_scan.cu is the GPU twin.
 //
 // Per batch element b and head h, with a_t = dt_t·A_h:

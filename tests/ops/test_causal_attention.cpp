@@ -1,5 +1,7 @@
 #include "ops/causal_attention.h"
 
+#include "ops/reference/causal_attention.h"
+
 #include "autograd/parallel.h"
 #include "ops/runner.h"
 #include "test_util.h"
@@ -8,97 +10,21 @@ using namespace echo;
 using namespace echo::testing;
 
 namespace {
-// Independent naive references (f64): RoPE as x·cos + rotate_half(x)·sin with
-// rotate_half(x) = [−x₂, x₁], then explicit T×T scores, mask, softmax, P·V.
-// sign = −1 rotates by −θ: the transpose of the rotation, which carries gradients back.
+// The naive float64 references of ops/reference/causal_attention.h, with the
+// shapes spelled out as the tests give them.
 std::vector<double> ref_rope(const std::vector<double>& x, int64_t B, int64_t T, int64_t H, int64_t dh, double base,
                              int64_t offset, double sign = 1.0) {
-  std::vector<double> y(x.size());
-  const int64_t half = dh / 2;
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t h = 0; h < H; ++h) {
-        const double* xr = &x[((b * T + t) * H + h) * dh];
-        double* yr = &y[((b * T + t) * H + h) * dh];
-        for (int64_t d = 0; d < dh; ++d) {
-          const int64_t j = d % half;
-          const double theta = sign * (t + offset) / std::pow(base, 2.0 * j / dh);
-          const double rotated = d < half ? -xr[d + half] : xr[d - half];
-          yr[d] = xr[d] * std::cos(theta) + rotated * std::sin(theta);
-        }
-      }
-  return y;
+  return reference::rope(x, {B, T, H, dh}, base, offset, sign);
 }
 std::vector<double> ref_attention(const std::vector<double>& q, const std::vector<double>& k,
                                   const std::vector<double>& v, int64_t B, int64_t T, int64_t H, int64_t dh,
                                   double base) {
-  auto qr = ref_rope(q, B, T, H, dh, base, 0), kr = ref_rope(k, B, T, H, dh, base, 0);
-  std::vector<double> y(q.size());
-  auto idx = [&](int64_t b, int64_t t, int64_t h) { return ((b * T + t) * H + h) * dh; };
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h) {
-      std::vector<std::vector<double>> S(T, std::vector<double>(T));
-      for (int64_t i = 0; i < T; ++i)
-        for (int64_t j = 0; j < T; ++j) {
-          double s = 0;
-          for (int64_t d = 0; d < dh; ++d) s += qr[idx(b, i, h) + d] * kr[idx(b, j, h) + d];
-          S[i][j] = j <= i ? s / std::sqrt(double(dh)) : -INFINITY;
-        }
-      for (int64_t i = 0; i < T; ++i) {
-        double mx = -INFINITY, z = 0;
-        for (int64_t j = 0; j < T; ++j) mx = std::max(mx, S[i][j]);
-        for (int64_t j = 0; j < T; ++j) z += std::exp(S[i][j] - mx);
-        for (int64_t d = 0; d < dh; ++d) {
-          double acc = 0;
-          for (int64_t j = 0; j < T; ++j) acc += std::exp(S[i][j] - mx) / z * v[idx(b, j, h) + d];
-          y[idx(b, i, h) + d] = acc;
-        }
-      }
-    }
-  return y;
+  return reference::causal_attention(q, k, v, {B, T, H, dh}, base);
 }
-// Naive f64 gradients of Σ dy∘y from the explicit T×T matrices: with P the
-// masked softmax, dv = Pᵀ dy, dP = dy vᵀ, dS = P∘(dP − rowsum(P∘dP)),
-// dq' = dS k'/√dh, dk' = dSᵀ q'/√dh, then dq, dk = rotation by −θ of dq', dk'.
-struct RefGrads {
-  std::vector<double> dq, dk, dv;
-};
+using RefGrads = reference::AttentionGrads;
 RefGrads ref_attention_grad(const std::vector<double>& q, const std::vector<double>& k, const std::vector<double>& v,
                             const std::vector<double>& dy, int64_t B, int64_t T, int64_t H, int64_t dh, double base) {
-  auto qr = ref_rope(q, B, T, H, dh, base, 0), kr = ref_rope(k, B, T, H, dh, base, 0);
-  std::vector<double> dqr(q.size(), 0.0), dkr(q.size(), 0.0), dv(q.size(), 0.0);
-  auto idx = [&](int64_t b, int64_t t, int64_t h) { return ((b * T + t) * H + h) * dh; };
-  const double scale = 1.0 / std::sqrt(double(dh));
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t i = 0; i < T; ++i) {
-        std::vector<double> P(i + 1), dP(i + 1);
-        double mx = -INFINITY, z = 0, D = 0;
-        for (int64_t j = 0; j <= i; ++j) {
-          double s = 0, g = 0;
-          for (int64_t d = 0; d < dh; ++d) {
-            s += qr[idx(b, i, h) + d] * kr[idx(b, j, h) + d];
-            g += dy[idx(b, i, h) + d] * v[idx(b, j, h) + d];
-          }
-          P[j] = s * scale;
-          dP[j] = g;
-          mx = std::max(mx, P[j]);
-        }
-        for (int64_t j = 0; j <= i; ++j) z += std::exp(P[j] - mx);
-        for (int64_t j = 0; j <= i; ++j) {
-          P[j] = std::exp(P[j] - mx) / z;
-          D += P[j] * dP[j];
-        }
-        for (int64_t j = 0; j <= i; ++j) {
-          const double dS = P[j] * (dP[j] - D);
-          for (int64_t d = 0; d < dh; ++d) {
-            dv[idx(b, j, h) + d] += P[j] * dy[idx(b, i, h) + d];
-            dqr[idx(b, i, h) + d] += dS * kr[idx(b, j, h) + d] * scale;
-            dkr[idx(b, j, h) + d] += dS * qr[idx(b, i, h) + d] * scale;
-          }
-        }
-      }
-  return {ref_rope(dqr, B, T, H, dh, base, 0, -1.0), ref_rope(dkr, B, T, H, dh, base, 0, -1.0), dv};
+  return reference::causal_attention_backward(q, k, v, dy, {B, T, H, dh}, base);
 }
 GradcheckFn attn_fn(double base) {
   return [base](const std::vector<Tensor>& in) {

@@ -1,8 +1,10 @@
 // ssd_scan: the chunked algorithm against the plain sequential recurrence
-// (forward, and a reverse-time backward written here), finite-difference
+// (ops/reference/ssd_scan.cpp: forward, and a reverse-time backward), finite-difference
 // gradchecks, chunk-size independence, f32 vs f64, large decays, the decode
 // step, CUDA vs CPU.
 #include "ops/ssd_scan.h"
+
+#include "ops/reference/ssd_scan.h"
 
 #include "ops/runner.h"
 #include "test_util.h"
@@ -43,83 +45,17 @@ Inputs cast(const Inputs& in, DType t, Device dev = Device::CPU) {
   return {cv(in.x), cv(in.dt), cv(in.A), cv(in.B), cv(in.C), cv(in.D), cv(in.h0)};
 }
 
-// ---- the oracle: the recurrence, one step at a time ---------------------------------
+// ---- the oracle: the recurrence, one step at a time (ops/reference/ssd_scan.h) -------
 
-struct Oracle {
-  std::vector<double> y, h_final;
-  std::vector<double> dx, ddt, dA, dB, dC, dD, dh0;
-};
+using Oracle = reference::SsdResults;
 
-// h_t = exp(dt_t A) h_{t-1} + dt_t x_t ⊗ B_t;  y_t = h_t C_t + D x_t. With dy and
-// dh_final given, also the gradients by running the recurrence backwards in time.
 Oracle oracle(const Cfg& c, const Inputs& in, const std::vector<double>& dy = {},
               const std::vector<double>& dhf = {}) {
-  const auto x = in.x.to_vector(), dt = in.dt.to_vector(), A = in.A.to_vector(), B = in.B.to_vector(),
-             C = in.C.to_vector();
-  const auto D = in.D.defined() ? in.D.to_vector() : std::vector<double>(c.H, 0.0);
-  const auto h0 = in.h0.defined() ? in.h0.to_vector() : std::vector<double>(c.b * c.H * c.P * c.N, 0.0);
-  const int64_t hpg = c.H / c.G, P = c.P, N = c.N;
-  Oracle o;
-  o.y.assign(x.size(), 0);
-  o.h_final.assign(h0.size(), 0);
-  const bool grads = !dy.empty();
-  if (grads) {
-    o.dx.assign(x.size(), 0), o.ddt.assign(dt.size(), 0), o.dA.assign(c.H, 0);
-    o.dB.assign(B.size(), 0), o.dC.assign(C.size(), 0), o.dD.assign(c.H, 0), o.dh0.assign(h0.size(), 0);
-  }
-  auto xi = [&](int64_t b, int64_t t, int64_t h, int64_t p) { return ((b * c.T + t) * c.H + h) * P + p; };
-  auto bi = [&](int64_t b, int64_t t, int64_t g, int64_t n) { return ((b * c.T + t) * c.G + g) * N + n; };
-  for (int64_t b = 0; b < c.b; ++b)
-    for (int64_t h = 0; h < c.H; ++h) {
-      const int64_t g = h / hpg;
-      // hist[t+1] = h_t, hist[0] = h0
-      std::vector<std::vector<double>> hist(c.T + 1, std::vector<double>(P * N));
-      for (int64_t e = 0; e < P * N; ++e) hist[0][e] = h0[(b * c.H + h) * P * N + e];
-      for (int64_t t = 0; t < c.T; ++t) {
-        const double d = dt[(b * c.T + t) * c.H + h], al = std::exp(d * A[h]);
-        for (int64_t p = 0; p < P; ++p) {
-          double acc = 0;
-          for (int64_t n = 0; n < N; ++n) {
-            double& s = hist[t + 1][p * N + n];
-            s = al * hist[t][p * N + n] + d * x[xi(b, t, h, p)] * B[bi(b, t, g, n)];
-            acc += s * C[bi(b, t, g, n)];
-          }
-          o.y[xi(b, t, h, p)] = acc + D[h] * x[xi(b, t, h, p)];
-        }
-      }
-      for (int64_t e = 0; e < P * N; ++e) o.h_final[(b * c.H + h) * P * N + e] = hist[c.T][e];
-      if (!grads) continue;
-      std::vector<double> gs(P * N);  // dL/dh_t
-      for (int64_t e = 0; e < P * N; ++e) gs[e] = dhf[(b * c.H + h) * P * N + e];
-      for (int64_t t = c.T - 1; t >= 0; --t) {
-        const double d = dt[(b * c.T + t) * c.H + h], al = std::exp(d * A[h]);
-        // y_t = h_t C_t + D x_t
-        for (int64_t p = 0; p < P; ++p) {
-          const double gy = dy[xi(b, t, h, p)];
-          o.dD[h] += gy * x[xi(b, t, h, p)];
-          o.dx[xi(b, t, h, p)] += D[h] * gy;
-          for (int64_t n = 0; n < N; ++n) {
-            gs[p * N + n] += gy * C[bi(b, t, g, n)];
-            o.dC[bi(b, t, g, n)] += gy * hist[t + 1][p * N + n];
-          }
-        }
-        // h_t = al h_{t-1} + d x_t ⊗ B_t
-        double g_prev = 0, g_xb = 0;
-        for (int64_t p = 0; p < P; ++p)
-          for (int64_t n = 0; n < N; ++n) {
-            const double gv = gs[p * N + n];
-            o.dx[xi(b, t, h, p)] += d * gv * B[bi(b, t, g, n)];
-            o.dB[bi(b, t, g, n)] += d * gv * x[xi(b, t, h, p)];
-            g_xb += gv * x[xi(b, t, h, p)] * B[bi(b, t, g, n)];
-            g_prev += gv * hist[t][p * N + n];
-          }
-        o.ddt[(b * c.T + t) * c.H + h] += g_xb + A[h] * al * g_prev;
-        o.dA[h] += d * al * g_prev;
-        for (auto& gv : gs) gv *= al;
-      }
-      for (int64_t e = 0; e < P * N; ++e) o.dh0[(b * c.H + h) * P * N + e] = gs[e];
-    }
-  return o;
+  auto values = [](const Tensor& t) { return t.defined() ? t.to_vector() : std::vector<double>(); };
+  return reference::ssd_scan_sequential({c.b, c.T, c.H, c.P, c.G, c.N},
+                                        {values(in.x), values(in.dt), values(in.A), values(in.B), values(in.C),
+                                         values(in.D), values(in.h0)},
+                                        dy, dhf);
 }
 
 // ---- the op under test, through autograd ---------------------------------------------
