@@ -18,8 +18,10 @@ namespace echo {
 inline void op_check(bool cond, const char* op, const std::string& msg) {
   if (!cond) op_error(op, msg);
 }
-// All defined tensors on one device with one floating dtype (f32/f64; f32 on CUDA).
-inline void check_floating_same(const char* op, std::initializer_list<const Tensor*> ts) {
+// All defined tensors on one device with one floating dtype (f32/f64; f32 on CUDA
+// unless the op has float64 kernels too).
+inline void check_floating_same(const char* op, std::initializer_list<const Tensor*> ts,
+                                bool cuda_float64 = false) {
   const Tensor* first = nullptr;
   for (const Tensor* t : ts) {
     if (!t || !t->defined()) continue;
@@ -29,7 +31,7 @@ inline void check_floating_same(const char* op, std::initializer_list<const Tens
     if (t->dtype() != first->dtype() || t->device() != first->device())
       op_error(op, "mixed tensors " + first->describe() + " and " + t->describe());
   }
-  if (first && first->device() == Device::CUDA && first->dtype() != DType::F32)
+  if (first && first->device() == Device::CUDA && first->dtype() != DType::F32 && !cuda_float64)
     op_error(op, "the CUDA backend runs f32; got " + first->describe());
 }
 inline void check_rank(const char* op, const char* name, const Tensor& t, int rank) {
