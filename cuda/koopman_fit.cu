@@ -1,4 +1,8 @@
-// CUDA twin of ops/koopman_fit.cpp (spec §1.4, §4; docs/ska.md), fp32 throughout.
+// CUDA twin of ops/koopman_fit.cpp (spec §1.4, §4; docs/ska.md). The kernels are
+// templated on the element type Real and instantiated for float (training) and
+// double (the float64 finite-difference check of the CUDA backward, where float's
+// rounding would drown the O(h²) error of the central difference); the streaming
+// kernels run in float only.
 // Each kernel is one phase of the CPU reference, with the same formulas in the
 // same order; the per-operator linear algebra runs in one thread block with its
 // r×r matrices in shared memory (r ≤ 64, P ≤ 128).
@@ -9,12 +13,12 @@
 //                             32 at a time in shared memory, and writes the exclusive prefix (chunk
 //                             mode) or the total (prefix mode) — phases 1 and 2 fused;
 //   operator_kernel           one block per operator: sym(G)+εI, Cholesky (+ retry), Wᵀ, power
-//                             iteration, Fᵀ, Zᵀ and Rᵀ = Zᵀ Cᵀ (5 r² floats of shared memory);
+//                             iteration, Fᵀ, Zᵀ and Rᵀ = Zᵀ Cᵀ (5 r² elements of shared memory);
 //   readout_kernel            one block per (batch·head, chunk): Y = Q Rᵀ, Rᵀ staged in shared memory.
 // Backward (α constant):
 //   readout_backward_kernel   one block per operator: dRᵀ = Σ_t q_t dy_tᵀ over its queries;
 //   operator_backward_kernel  one block per operator: dCᵀ, Φ, τ_j, the V/dW recurrence, dG, dM
-//                             (6 r² floats of shared memory);
+//                             (6 r² elements of shared memory);
 //   reverse_prefix_kernel     one thread per statistic entry: the adjoint of the exclusive prefix;
 //   token_backward_kernel     one block per (batch·head, chunk), one warp per token: dq, dk, dv, dβ;
 //   scalar_grads_kernel       one block: dγ and dcoef, reduced in a fixed order.
@@ -32,6 +36,23 @@ namespace {
 constexpr int kBlock = 256;      // threads per block (a power of two: block_sum)
 constexpr int kTokenTile = 32;   // tokens staged per pass in stats_prefix_kernel
 
+// ---- the element type ------------------------------------------------------------
+// The machine epsilon and a quiet NaN of Real (numeric_limits in the CPU twin).
+template <typename Real> __device__ inline Real machine_epsilon();
+template <> __device__ inline float machine_epsilon<float>() { return FLT_EPSILON; }
+template <> __device__ inline double machine_epsilon<double>() { return DBL_EPSILON; }
+template <typename Real> __device__ inline Real quiet_nan();
+template <> __device__ inline float quiet_nan<float>() { return __int_as_float(0x7fc00000); }
+template <> __device__ inline double quiet_nan<double>() { return __longlong_as_double(0x7ff8000000000000LL); }
+
+// The block's dynamic shared memory as Real. nvcc allows one type per name of an
+// extern __shared__ array across all instantiations, so it is declared once, as
+// double (8-byte aligned, enough for either type), and viewed as Real.
+template <typename Real> __device__ inline Real* dynamic_shared() {
+  ECHO_DYNAMIC_SHARED(double, koopman_shared);
+  return reinterpret_cast<Real*>(koopman_shared);
+}
+
 // ---- geometry (Geometry in ops/koopman_fit.cpp) ---------------------------------
 __device__ inline int chunk_begin(const KoopmanDims& d, int c) { return c * d.S; }
 __device__ inline int chunk_end(const KoopmanDims& d, int c) { return min(d.T, (c + 1) * d.S); }
@@ -44,14 +65,16 @@ __device__ inline int64_t row_of(const KoopmanDims& d, int n, int t, int h) {
   return ((int64_t)n * d.T + t) * d.H + h;
 }
 // w_t = β_t m_t and l_t = β_t m_t m_{t-1} (no pair at t = 0).
-__device__ inline float token_weight(const KoopmanDims& d, const float* beta, const float* mask, int n, int t, int h) {
-  float w = beta ? beta[row_of(d, n, t, h)] : 1.f;
+template <typename Real>
+__device__ inline Real token_weight(const KoopmanDims& d, const Real* beta, const Real* mask, int n, int t, int h) {
+  Real w = beta ? beta[row_of(d, n, t, h)] : Real(1);
   if (mask) w *= mask[(int64_t)n * d.T + t];
   return w;
 }
-__device__ inline float lag_weight(const KoopmanDims& d, const float* beta, const float* mask, int n, int t, int h) {
-  if (t <= 0 || t >= d.T) return 0.f;
-  float l = token_weight(d, beta, mask, n, t, h);
+template <typename Real>
+__device__ inline Real lag_weight(const KoopmanDims& d, const Real* beta, const Real* mask, int n, int t, int h) {
+  if (t <= 0 || t >= d.T) return Real(0);
+  Real l = token_weight(d, beta, mask, n, t, h);
   if (mask) l *= mask[(int64_t)n * d.T + t - 1];
   return l;
 }
@@ -60,46 +83,54 @@ __device__ inline float lag_weight(const KoopmanDims& d, const float* beta, cons
 // with a barrier, so its output is visible to the whole block --------------------
 
 // C[m×n] (+)= alpha · Σ_l A(i,l) B(l,j), A(i,l) = A[i·sai + l·sal], B(l,j) = B[l·sbl + j·sbj].
-__device__ void block_gemm(int m, int n, int kd, float alpha, const float* A, int sai, int sal, const float* B,
-                           int sbl, int sbj, float* C, int ldc, bool accumulate) {
+template <typename Real>
+__device__ void block_gemm(int m, int n, int kd, Real alpha, const Real* A, int sai, int sal, const Real* B,
+                           int sbl, int sbj, Real* C, int ldc, bool accumulate) {
   for (int e = threadIdx.x; e < m * n; e += blockDim.x) {
     const int i = e / n, j = e % n;
-    float s = 0.f;
+    Real s = Real(0);
     for (int l = 0; l < kd; ++l) s += A[i * sai + l * sal] * B[l * sbl + j * sbj];
     C[i * ldc + j] = accumulate ? C[i * ldc + j] + alpha * s : alpha * s;
   }
   __syncthreads();
 }
-__device__ void block_transpose(int rows, int cols, const float* A, float* B) {
+template <typename Real>
+__device__ void block_transpose(int rows, int cols, const Real* A, Real* B) {
   for (int e = threadIdx.x; e < rows * cols; e += blockDim.x) {
     const int i = e / cols, j = e % cols;
     B[j * rows + i] = A[e];
   }
   __syncthreads();
 }
-__device__ void block_copy(int n, const float* x, float* y) {
+template <typename Real>
+__device__ void block_copy(int n, const Real* x, Real* y) {
   for (int e = threadIdx.x; e < n; e += blockDim.x) y[e] = x[e];
   __syncthreads();
 }
-__device__ void block_fill(int n, float value, float* y) {
+template <typename Real>
+__device__ void block_fill(int n, Real value, Real* y) {
   for (int e = threadIdx.x; e < n; e += blockDim.x) y[e] = value;
   __syncthreads();
 }
-__device__ void block_identity(int r, float* y) {
-  for (int e = threadIdx.x; e < r * r; e += blockDim.x) y[e] = (e / r == e % r) ? 1.f : 0.f;
+template <typename Real>
+__device__ void block_identity(int r, Real* y) {
+  for (int e = threadIdx.x; e < r * r; e += blockDim.x) y[e] = (e / r == e % r) ? Real(1) : Real(0);
   __syncthreads();
 }
-__device__ void block_scale(int n, float a, const float* x, float* y) {  // y = a x
+template <typename Real>
+__device__ void block_scale(int n, Real a, const Real* x, Real* y) {  // y = a x
   for (int e = threadIdx.x; e < n; e += blockDim.x) y[e] = a * x[e];
   __syncthreads();
 }
-__device__ void block_axpy(int n, float a, const float* x, float* y) {  // y += a x
+template <typename Real>
+__device__ void block_axpy(int n, Real a, const Real* x, Real* y) {  // y += a x
   for (int e = threadIdx.x; e < n; e += blockDim.x) y[e] += a * x[e];
   __syncthreads();
 }
 // tr(A B) = Σ_ab A[b,a] B[a,b] (= ⟨Aᵀ, B⟩).
-__device__ float block_trace_of_product(int r, const float* A, const float* B, float* red) {
-  float s = 0.f;
+template <typename Real>
+__device__ Real block_trace_of_product(int r, const Real* A, const Real* B, Real* red) {
+  Real s = Real(0);
   for (int e = threadIdx.x; e < r * r; e += blockDim.x) {
     const int a = e / r, b = e % r;
     s += A[b * r + a] * B[a * r + b];
@@ -108,33 +139,37 @@ __device__ float block_trace_of_product(int r, const float* A, const float* B, f
 }
 
 // X[r×n] ← L⁻¹ X: one thread per column, the CPU's forward substitution.
-__device__ void block_solve_lower(int r, int n, const float* L, float* X, int ldx) {
+template <typename Real>
+__device__ void block_solve_lower(int r, int n, const Real* L, Real* X, int ldx) {
   for (int j = threadIdx.x; j < n; j += blockDim.x)
     for (int i = 0; i < r; ++i) {
-      float s = X[i * ldx + j];
+      Real s = X[i * ldx + j];
       for (int k = 0; k < i; ++k) s -= L[i * r + k] * X[k * ldx + j];
       X[i * ldx + j] = s / L[i * r + i];
     }
   __syncthreads();
 }
 // X[r×n] ← L⁻ᵀ X (back substitution).
-__device__ void block_solve_lower_t(int r, int n, const float* L, float* X, int ldx) {
+template <typename Real>
+__device__ void block_solve_lower_t(int r, int n, const Real* L, Real* X, int ldx) {
   for (int j = threadIdx.x; j < n; j += blockDim.x)
     for (int i = r - 1; i >= 0; --i) {
-      float s = X[i * ldx + j];
+      Real s = X[i * ldx + j];
       for (int k = i + 1; k < r; ++k) s -= L[k * r + i] * X[k * ldx + j];
       X[i * ldx + j] = s / L[i * r + i];
     }
   __syncthreads();
 }
 // X ← (L⁻¹ X L⁻ᵀ)ᵀ and X ← (L⁻ᵀ X L⁻¹)ᵀ: two solves around a transpose (tmp: r×r).
-__device__ void block_sandwich_lower(int r, const float* L, float* X, float* tmp) {
+template <typename Real>
+__device__ void block_sandwich_lower(int r, const Real* L, Real* X, Real* tmp) {
   block_solve_lower(r, r, L, X, r);
   block_transpose(r, r, X, tmp);
   block_solve_lower(r, r, L, tmp, r);
   block_copy(r * r, tmp, X);
 }
-__device__ void block_sandwich_lower_t(int r, const float* L, float* X, float* tmp) {
+template <typename Real>
+__device__ void block_sandwich_lower_t(int r, const Real* L, Real* X, Real* tmp) {
   block_solve_lower_t(r, r, L, X, r);
   block_transpose(r, r, X, tmp);
   block_solve_lower_t(r, r, L, tmp, r);
@@ -142,31 +177,33 @@ __device__ void block_sandwich_lower_t(int r, const float* L, float* X, float* t
 }
 
 // Lower Cholesky factor of A + jitter·I, column by column; false (block-uniform)
-// when a pivot is not above FLT_EPSILON·max_i(A_ii + jitter). scal: 2 floats.
-__device__ bool block_cholesky(int r, const float* A, float jitter, float* L, float* scal) {
+// when a pivot is not above ε·max_i(A_ii + jitter), ε the machine epsilon of Real
+// (the CPU twin's numeric_limits<T>::epsilon()). scal: 2 elements.
+template <typename Real>
+__device__ bool block_cholesky(int r, const Real* A, Real jitter, Real* L, Real* scal) {
   __syncthreads();  // earlier readers of scal are done
-  for (int e = threadIdx.x; e < r * r; e += blockDim.x) L[e] = 0.f;
+  for (int e = threadIdx.x; e < r * r; e += blockDim.x) L[e] = Real(0);
   if (threadIdx.x == 0) {
-    float max_diag = 0.f;
-    for (int i = 0; i < r; ++i) max_diag = fmaxf(max_diag, A[i * r + i] + jitter);
-    scal[0] = FLT_EPSILON * max_diag;
-    scal[1] = 1.f;
+    Real max_diag = Real(0);
+    for (int i = 0; i < r; ++i) max_diag = real_max(max_diag, A[i * r + i] + jitter);
+    scal[0] = machine_epsilon<Real>() * max_diag;
+    scal[1] = Real(1);
   }
   __syncthreads();
-  const float tol = scal[0];
+  const Real tol = scal[0];
   for (int j = 0; j < r; ++j) {
     if (threadIdx.x == 0) {
-      float dot = 0.f;
+      Real dot = Real(0);
       for (int k = 0; k < j; ++k) dot += L[j * r + k] * L[j * r + k];
-      float s = A[j * r + j] - dot;
+      Real s = A[j * r + j] - dot;
       s += jitter;
-      if (!(s > tol)) scal[1] = 0.f;  // also catches NaN
-      else L[j * r + j] = sqrtf(s);
+      if (!(s > tol)) scal[1] = Real(0);  // also catches NaN
+      else L[j * r + j] = real_sqrt(s);
     }
     __syncthreads();
-    if (scal[1] == 0.f) return false;
+    if (scal[1] == Real(0)) return false;
     for (int i = j + 1 + threadIdx.x; i < r; i += blockDim.x) {
-      float dot = 0.f;
+      Real dot = Real(0);
       for (int k = 0; k < j; ++k) dot += L[i * r + k] * L[j * r + k];
       L[i * r + j] = (A[i * r + j] - dot) / L[j * r + j];
     }
@@ -176,57 +213,60 @@ __device__ bool block_cholesky(int r, const float* A, float jitter, float* L, fl
 }
 
 // σ̂ by the spec's power iteration on W (given Wᵀ), in warp 0: v₀ = 𝟙/√r; repeat
-// u = Wv/max(‖Wv‖,1e-8), v = Wᵀu/max(‖Wᵀu‖,1e-8); σ̂ = ‖Wv‖. u, v: r floats each.
-__device__ float block_power_sigma(int r, const float* Wt, int iters, float* u, float* v, float* scal) {
+// u = Wv/max(‖Wv‖,1e-8), v = Wᵀu/max(‖Wᵀu‖,1e-8); σ̂ = ‖Wv‖. u, v: r elements each.
+template <typename Real>
+__device__ Real block_power_sigma(int r, const Real* Wt, int iters, Real* u, Real* v, Real* scal) {
   if (threadIdx.x < 32) {
     const int lane = threadIdx.x;
-    for (int i = lane; i < r; i += 32) v[i] = 1.f / sqrtf((float)r);
+    for (int i = lane; i < r; i += 32) v[i] = Real(1) / real_sqrt((Real)r);
     __syncwarp();
     for (int it = 0; it < iters; ++it) {
-      float part = 0.f;
+      Real part = Real(0);
       for (int i = lane; i < r; i += 32) {  // u = W v = Σ_j v_j Wᵀ[j,:]
-        float s = 0.f;
+        Real s = Real(0);
         for (int j = 0; j < r; ++j) s += v[j] * Wt[j * r + i];
         u[i] = s;
         part += s * s;
       }
-      const float nu = fmaxf(sqrtf(warp_sum(part)), 1e-8f);
+      const Real nu = real_max(real_sqrt(warp_sum(part)), Real(1e-8));
       for (int i = lane; i < r; i += 32) u[i] /= nu;
       __syncwarp();
-      part = 0.f;
+      part = Real(0);
       for (int i = lane; i < r; i += 32) {  // v = Wᵀ u
-        float s = 0.f;
+        Real s = Real(0);
         for (int j = 0; j < r; ++j) s += Wt[i * r + j] * u[j];
         v[i] = s;
         part += s * s;
       }
-      const float nv = fmaxf(sqrtf(warp_sum(part)), 1e-8f);
+      const Real nv = real_max(real_sqrt(warp_sum(part)), Real(1e-8));
       for (int i = lane; i < r; i += 32) v[i] /= nv;
       __syncwarp();
     }
-    float part = 0.f;
+    Real part = Real(0);
     for (int i = lane; i < r; i += 32) {
-      float s = 0.f;
+      Real s = Real(0);
       for (int j = 0; j < r; ++j) s += v[j] * Wt[j * r + i];
       part += s * s;
     }
-    const float sigma = sqrtf(warp_sum(part));
+    const Real sigma = real_sqrt(warp_sum(part));
     if (lane == 0) scal[2] = sigma;
   }
   __syncthreads();
   return scal[2];
 }
 
-__device__ inline float filter_coefficient(const float* coef, int K, int j) {
-  return coef ? coef[j] : (j == K ? 1.f : 0.f);
+template <typename Real>
+__device__ inline Real filter_coefficient(const Real* coef, int K, int j) {
+  return coef ? coef[j] : (j == K ? Real(1) : Real(0));
 }
 
 // ---- forward kernels ------------------------------------------------------------
 
 // Phases 1+2: entry e of (G | M | Cᵀ) of (n, h), accumulated chunk by chunk.
-__global__ void stats_prefix_kernel(KoopmanDims d, const float* k, const float* v, const float* beta,
-                                    const float* mask, float* G, float* M, float* Ct, int tiles) {
-  ECHO_DYNAMIC_SHARED(float, smem);
+template <typename Real>
+__global__ void stats_prefix_kernel(KoopmanDims d, const Real* k, const Real* v, const Real* beta,
+                                    const Real* mask, Real* G, Real* M, Real* Ct, int tiles) {
+  Real* const smem = dynamic_shared<Real>();
   const int r = d.r, P = d.P, rr = r * r, rP = r * P, E = 2 * rr + rP;
   const int bh = blockIdx.x / tiles, tile = blockIdx.x % tiles;
   const int n = bh / d.H, h = bh % d.H;
@@ -234,7 +274,7 @@ __global__ void stats_prefix_kernel(KoopmanDims d, const float* k, const float* 
   const bool owner = e < E;
   // Which entry: 0 G(i,j), 1 M(i,j), 2 Cᵀ(i,j=p).
   int kind = 0, i = 0, j = 0, size = rr, offset = 0;
-  float* out = G;
+  Real* out = G;
   if (owner) {
     if (e < rr) {
       kind = 0, i = e / r, j = e % r, offset = e, out = G, size = rr;
@@ -244,20 +284,20 @@ __global__ void stats_prefix_kernel(KoopmanDims d, const float* k, const float* 
       kind = 2, i = (e - 2 * rr) / P, j = (e - 2 * rr) % P, offset = e - 2 * rr, out = Ct, size = rP;
     }
   }
-  float* krows = smem;                           // [(kTokenTile+1) × r]: k_{s0-1}, k_{s0}, ...
-  float* vrows = krows + (kTokenTile + 1) * r;   // [kTokenTile × P]
-  float* ws = vrows + kTokenTile * P;            // w_t
-  float* ls = ws + kTokenTile;                   // l_t
-  float running = 0.f;
+  Real* krows = smem;                           // [(kTokenTile+1) × r]: k_{s0-1}, k_{s0}, ...
+  Real* vrows = krows + (kTokenTile + 1) * r;   // [kTokenTile × P]
+  Real* ws = vrows + kTokenTile * P;            // w_t
+  Real* ls = ws + kTokenTile;                   // l_t
+  Real running = Real(0);
   for (int c = 0; c < d.n_chunks; ++c) {
     const int t0 = chunk_begin(d, c), t1 = chunk_end(d, c);
-    float chunk_sum = 0.f;
+    Real chunk_sum = Real(0);
     for (int s0 = t0; s0 < t1; s0 += kTokenTile) {
       const int len = min(kTokenTile, t1 - s0);
       __syncthreads();  // the previous tile is consumed
       for (int x = threadIdx.x; x < (len + 1) * r; x += blockDim.x) {
         const int row = x / r, col = x % r, t = s0 - 1 + row;
-        krows[x] = t >= 0 ? k[row_of(d, n, t, h) * r + col] : 0.f;
+        krows[x] = t >= 0 ? k[row_of(d, n, t, h) * r + col] : Real(0);
       }
       for (int x = threadIdx.x; x < len * P; x += blockDim.x) {
         const int row = x / P, col = x % P;
@@ -270,7 +310,7 @@ __global__ void stats_prefix_kernel(KoopmanDims d, const float* k, const float* 
       __syncthreads();
       if (owner)
         for (int s = 0; s < len; ++s) {
-          const float* kt = krows + (s + 1) * r;
+          const Real* kt = krows + (s + 1) * r;
           if (kind == 0) chunk_sum += ws[s] * kt[i] * kt[j];                 // ΔG
           else if (kind == 1) chunk_sum += ls[s] * kt[i] * krows[s * r + j];  // ΔM (k_{t-1} one row up)
           else chunk_sum += ws[s] * kt[i] * vrows[s * P + j];                 // ΔCᵀ
@@ -282,80 +322,82 @@ __global__ void stats_prefix_kernel(KoopmanDims d, const float* k, const float* 
   if (owner && d.prefix) out[(int64_t)bh * size + offset] = running;
 }
 
+template <typename Real>
 struct OperatorArgs {
   int r, P, K, iters, H, n_ops, skip_first;
-  float ridge;
-  const float* gamma;  // [1]
-  const float* coef;   // [H,K+1] or null
-  const float *G, *M, *Ct;
-  float *L, *Wt, *Zt, *Rt, *sigma, *alpha;
+  Real ridge;
+  const Real* gamma;  // [1]
+  const Real* coef;   // [H,K+1] or null
+  const Real *G, *M, *Ct;
+  Real *L, *Wt, *Zt, *Rt, *sigma, *alpha;
 };
 
 // Phase 3: one operator (build_operator in ops/koopman_fit.cpp).
-__global__ void operator_kernel(OperatorArgs a) {
-  ECHO_DYNAMIC_SHARED(float, smem);
+template <typename Real>
+__global__ void operator_kernel(OperatorArgs<Real> a) {
+  Real* const smem = dynamic_shared<Real>();
   const int r = a.r, P = a.P, rr = r * r, rP = r * P;
   const int64_t idx = blockIdx.x;  // (n·H + h)·n_ops + o
   const int o = (int)(idx % a.n_ops), h = (int)((idx / a.n_ops) % a.H);
-  float* Lg = a.L + idx * rr;
-  float* Wtg = a.Wt + idx * rr;
-  float* Ztg = a.Zt + idx * rr;
-  float* Rtg = a.Rt + idx * rP;
+  Real* Lg = a.L + idx * rr;
+  Real* Wtg = a.Wt + idx * rr;
+  Real* Ztg = a.Zt + idx * rr;
+  Real* Rtg = a.Rt + idx * rP;
   if (a.skip_first && o == 0) {  // chunk 0 reads empty statistics: y = 0 there
-    for (int e = threadIdx.x; e < rr; e += blockDim.x) Lg[e] = Wtg[e] = Ztg[e] = 0.f;
-    for (int e = threadIdx.x; e < rP; e += blockDim.x) Rtg[e] = 0.f;
-    if (threadIdx.x == 0) a.sigma[idx] = 0.f, a.alpha[idx] = 1.f;
+    for (int e = threadIdx.x; e < rr; e += blockDim.x) Lg[e] = Wtg[e] = Ztg[e] = Real(0);
+    for (int e = threadIdx.x; e < rP; e += blockDim.x) Rtg[e] = Real(0);
+    if (threadIdx.x == 0) a.sigma[idx] = Real(0), a.alpha[idx] = Real(1);
     return;
   }
-  float* Ls = smem;
-  float* Wts = Ls + rr;
-  float* A = Wts + rr;   // sym(G) + εI, later a matrix power
-  float* F = A + rr;     // Fᵀ = Σ_j c_j s^j (Wᵀ)^j, later Z
-  float* tmp = F + rr;
-  float* u = tmp + rr;   // kKoopmanMaxRank floats
-  float* v = u + kKoopmanMaxRank;
-  float* scal = v + kKoopmanMaxRank;
-  const float* coef = a.coef ? a.coef + h * (a.K + 1) : nullptr;
+  Real* Ls = smem;
+  Real* Wts = Ls + rr;
+  Real* A = Wts + rr;   // sym(G) + εI, later a matrix power
+  Real* F = A + rr;     // Fᵀ = Σ_j c_j s^j (Wᵀ)^j, later Z
+  Real* tmp = F + rr;
+  Real* u = tmp + rr;   // kKoopmanMaxRank elements
+  Real* v = u + kKoopmanMaxRank;
+  Real* scal = v + kKoopmanMaxRank;
+  const Real* coef = a.coef ? a.coef + h * (a.K + 1) : nullptr;
 
-  const float* G = a.G + idx * rr;
+  const Real* G = a.G + idx * rr;
   for (int e = threadIdx.x; e < rr; e += blockDim.x) {
     const int i = e / r, j = e % r;
-    float x = (G[i * r + j] + G[j * r + i]) / 2.f;
+    Real x = (G[i * r + j] + G[j * r + i]) / Real(2);
     if (i == j) x += a.ridge;
     A[e] = x;
   }
   __syncthreads();
   // Spec: Cholesky, else G + 1e-4·I; beyond the spec the jitter grows tenfold.
-  bool ok = block_cholesky(r, A, 0.f, Ls, scal);
-  float jitter = 1e-4f;
-  for (int attempt = 0; !ok && attempt < 10; ++attempt, jitter *= 10.f) ok = block_cholesky(r, A, jitter, Ls, scal);
-  if (!ok) block_fill(rr, __int_as_float(0x7fc00000), Ls);
+  bool ok = block_cholesky(r, A, Real(0), Ls, scal);
+  Real jitter = Real(1e-4);
+  for (int attempt = 0; !ok && attempt < 10; ++attempt, jitter *= Real(10)) ok = block_cholesky(r, A, jitter, Ls, scal);
+  if (!ok) block_fill(rr, quiet_nan<Real>(), Ls);
 
   block_copy(rr, a.M + idx * rr, Wts);
   block_sandwich_lower(r, Ls, Wts, tmp);  // Wᵀ = L⁻¹ Mᵀ L⁻ᵀ
 
-  const float s_hat = block_power_sigma(r, Wts, a.iters, u, v, scal);
-  const float alpha = 1.f / fmaxf(1.f, s_hat);
-  const float s = a.gamma[0] * alpha;
+  const Real s_hat = block_power_sigma(r, Wts, a.iters, u, v, scal);
+  const Real alpha = Real(1) / real_max(Real(1), s_hat);
+  const Real s = a.gamma[0] * alpha;
 
-  float* power = A;
-  float* next = tmp;
+  Real* power = A;
+  Real* next = tmp;
   block_identity(r, power);
-  block_fill(rr, 0.f, F);
-  float s_j = 1.f;
+  block_fill(rr, Real(0), F);
+  Real s_j = Real(1);
   for (int j = 0; j <= a.K; ++j) {
     if (j == 1) {
       block_copy(rr, Wts, power);
       s_j = s;
     } else if (j > 1) {
-      block_gemm(r, r, r, 1.f, power, r, 1, Wts, r, 1, next, r, false);
-      float* t = power;
+      block_gemm(r, r, r, Real(1), power, r, 1, Wts, r, 1, next, r, false);
+      Real* t = power;
       power = next;
       next = t;
       s_j *= s;
     }
-    const float c = filter_coefficient(coef, a.K, j);
-    if (c != 0.f) block_axpy(rr, c * s_j, power, F);
+    const Real c = filter_coefficient(coef, a.K, j);
+    if (c != Real(0)) block_axpy(rr, c * s_j, power, F);
   }
   block_sandwich_lower_t(r, Ls, F, next);  // Z = L⁻ᵀ F L⁻¹
   block_transpose(r, r, F, next);          // Zᵀ
@@ -363,28 +405,29 @@ __global__ void operator_kernel(OperatorArgs a) {
   block_copy(rr, Ls, Lg);
   block_copy(rr, Wts, Wtg);
   block_copy(rr, next, Ztg);
-  block_gemm(r, P, r, 1.f, next, r, 1, a.Ct + idx * rP, P, 1, Rtg, P, false);  // Rᵀ = Zᵀ Cᵀ
+  block_gemm(r, P, r, Real(1), next, r, 1, a.Ct + idx * rP, P, 1, Rtg, P, false);  // Rᵀ = Zᵀ Cᵀ
   if (threadIdx.x == 0) a.sigma[idx] = s_hat, a.alpha[idx] = alpha;
 }
 
 // Phase 4: Y = Q Rᵀ for one chunk's queries.
-__global__ void readout_kernel(KoopmanDims d, const float* q, const float* Rt, float* y) {
-  ECHO_DYNAMIC_SHARED(float, smem);  // Rᵀ [r×P]
+template <typename Real>
+__global__ void readout_kernel(KoopmanDims d, const Real* q, const Real* Rt, Real* y) {
+  Real* const smem = dynamic_shared<Real>();  // Rᵀ [r×P]
   const int r = d.r, P = d.P, rP = r * P;
   const int bh = blockIdx.x / d.n_chunks, c = blockIdx.x % d.n_chunks;
   const int n = bh / d.H, h = bh % d.H;
   const int t0 = chunk_begin(d, c), len = chunk_end(d, c) - t0, o = op_of_chunk(d, c);
   if (empty_op(d, o)) {
-    for (int e = threadIdx.x; e < len * P; e += blockDim.x) y[row_of(d, n, t0 + e / P, h) * P + e % P] = 0.f;
+    for (int e = threadIdx.x; e < len * P; e += blockDim.x) y[row_of(d, n, t0 + e / P, h) * P + e % P] = Real(0);
     return;
   }
-  const float* R = Rt + ((int64_t)bh * d.n_ops + o) * rP;
+  const Real* R = Rt + ((int64_t)bh * d.n_ops + o) * rP;
   for (int e = threadIdx.x; e < rP; e += blockDim.x) smem[e] = R[e];
   __syncthreads();
   for (int e = threadIdx.x; e < len * P; e += blockDim.x) {
     const int t = t0 + e / P, p = e % P;
-    const float* qt = q + row_of(d, n, t, h) * r;
-    float s = 0.f;
+    const Real* qt = q + row_of(d, n, t, h) * r;
+    Real s = Real(0);
     for (int i = 0; i < r; ++i) s += qt[i] * smem[i * P + p];
     y[row_of(d, n, t, h) * P + p] = s;
   }
@@ -393,83 +436,86 @@ __global__ void readout_kernel(KoopmanDims d, const float* q, const float* Rt, f
 // ---- backward kernels -----------------------------------------------------------
 
 // dRᵀ[i,p] = Σ_t q_t[i] dy_t[p] over operator o's queries.
-__global__ void readout_backward_kernel(KoopmanDims d, const float* q, const float* dy, float* dRt) {
+template <typename Real>
+__global__ void readout_backward_kernel(KoopmanDims d, const Real* q, const Real* dy, Real* dRt) {
   const int r = d.r, P = d.P, rP = r * P;
   const int64_t idx = blockIdx.x;
   const int o = (int)(idx % d.n_ops), bh = (int)(idx / d.n_ops), n = bh / d.H, h = bh % d.H;
-  float* dR = dRt + idx * rP;
+  Real* dR = dRt + idx * rP;
   if (empty_op(d, o)) {
-    for (int e = threadIdx.x; e < rP; e += blockDim.x) dR[e] = 0.f;
+    for (int e = threadIdx.x; e < rP; e += blockDim.x) dR[e] = Real(0);
     return;
   }
   const int t0 = query_begin(d, o), t1 = query_end(d, o);
   for (int e = threadIdx.x; e < rP; e += blockDim.x) {
     const int i = e / P, p = e % P;
-    float s = 0.f;
+    Real s = Real(0);
     for (int t = t0; t < t1; ++t) s += q[row_of(d, n, t, h) * r + i] * dy[row_of(d, n, t, h) * P + p];
     dR[e] = s;
   }
 }
 
+template <typename Real>
 struct OperatorBackwardArgs {
   int r, P, K, H, n_ops, skip_first;
-  const float* gamma;
-  const float* coef;
-  const float *L, *Wt, *Zt, *Ct, *alpha, *dRt;
-  float *dG, *dM, *dCt, *ds, *dcoef_op;  // dcoef_op may be null
+  const Real* gamma;
+  const Real* coef;
+  const Real *L, *Wt, *Zt, *Ct, *alpha, *dRt;
+  Real *dG, *dM, *dCt, *ds, *dcoef_op;  // dcoef_op may be null
 };
 
 // operator_backward in ops/koopman_fit.cpp.
-__global__ void operator_backward_kernel(OperatorBackwardArgs a) {
-  ECHO_DYNAMIC_SHARED(float, smem);
+template <typename Real>
+__global__ void operator_backward_kernel(OperatorBackwardArgs<Real> a) {
+  Real* const smem = dynamic_shared<Real>();
   const int r = a.r, P = a.P, rr = r * r, rP = r * P, K = a.K;
   const int64_t idx = blockIdx.x;
   const int o = (int)(idx % a.n_ops), h = (int)((idx / a.n_ops) % a.H);
-  float* dGg = a.dG + idx * rr;
-  float* dMg = a.dM + idx * rr;
-  float* dCtg = a.dCt + idx * rP;
+  Real* dGg = a.dG + idx * rr;
+  Real* dMg = a.dM + idx * rr;
+  Real* dCtg = a.dCt + idx * rP;
   if (a.skip_first && o == 0) {  // built from no tokens: nothing to send back
-    for (int e = threadIdx.x; e < rr; e += blockDim.x) dGg[e] = dMg[e] = 0.f;
-    for (int e = threadIdx.x; e < rP; e += blockDim.x) dCtg[e] = 0.f;
-    if (threadIdx.x == 0) a.ds[idx] = 0.f;
+    for (int e = threadIdx.x; e < rr; e += blockDim.x) dGg[e] = dMg[e] = Real(0);
+    for (int e = threadIdx.x; e < rP; e += blockDim.x) dCtg[e] = Real(0);
+    if (threadIdx.x == 0) a.ds[idx] = Real(0);
     if (a.dcoef_op)
-      for (int j = threadIdx.x; j <= K; j += blockDim.x) a.dcoef_op[idx * (K + 1) + j] = 0.f;
+      for (int j = threadIdx.x; j <= K; j += blockDim.x) a.dcoef_op[idx * (K + 1) + j] = Real(0);
     return;
   }
-  float* Ls = smem;
-  float* Wts = Ls + rr;
-  float* Phi = Wts + rr;
-  float* V = Phi + rr;
-  float* acc = V + rr;
-  float* tmp = acc + rr;
-  float* red = tmp + rr;  // kBlock floats
-  const float* coef = a.coef ? a.coef + h * (K + 1) : nullptr;
-  const float s = a.gamma[0] * a.alpha[idx];
-  const float* Ztg = a.Zt + idx * rr;
-  const float* Ctg = a.Ct + idx * rP;
-  const float* dRtg = a.dRt + idx * rP;
+  Real* Ls = smem;
+  Real* Wts = Ls + rr;
+  Real* Phi = Wts + rr;
+  Real* V = Phi + rr;
+  Real* acc = V + rr;
+  Real* tmp = acc + rr;
+  Real* red = tmp + rr;  // kBlock elements
+  const Real* coef = a.coef ? a.coef + h * (K + 1) : nullptr;
+  const Real s = a.gamma[0] * a.alpha[idx];
+  const Real* Ztg = a.Zt + idx * rr;
+  const Real* Ctg = a.Ct + idx * rP;
+  const Real* dRtg = a.dRt + idx * rP;
   block_copy(rr, a.L + idx * rr, Ls);
   block_copy(rr, a.Wt + idx * rr, Wts);
 
   // dCᵀ = Z dRᵀ (Z(i,l) = Zᵀ[l,i]).
-  block_gemm(r, P, r, 1.f, Ztg, 1, r, dRtg, P, 1, dCtg, P, false);
+  block_gemm(r, P, r, Real(1), Ztg, 1, r, dRtg, P, 1, dCtg, P, false);
   // Φ = L⁻¹ (Cᵀ dR) L⁻ᵀ; (Cᵀ dR)[i,j] = Σ_p Cᵀ[i,p] dRᵀ[j,p].
-  block_gemm(r, r, P, 1.f, Ctg, P, 1, dRtg, 1, P, Phi, r, false);
+  block_gemm(r, r, P, Real(1), Ctg, P, 1, dRtg, 1, P, Phi, r, false);
   block_sandwich_lower(r, Ls, Phi, tmp);  // Φᵀ
   block_transpose(r, r, Phi, tmp);
   block_copy(rr, tmp, Phi);
 
   // τ_j = ⟨W^j, Φ⟩: dc_j = s^j τ_j, ds = Σ_j j c_j s^{j-1} τ_j.
-  float* power = V;
-  float* next = acc;
+  Real* power = V;
+  Real* next = acc;
   block_identity(r, power);
-  float ds = 0.f, s_j = 1.f, s_j_minus_1 = 0.f;
+  Real ds = Real(0), s_j = Real(1), s_j_minus_1 = Real(0);
   for (int j = 0; j <= K; ++j) {
     if (j == 1) {
       block_copy(rr, Wts, power);
     } else if (j > 1) {
-      block_gemm(r, r, r, 1.f, power, r, 1, Wts, r, 1, next, r, false);
-      float* t = power;
+      block_gemm(r, r, r, Real(1), power, r, 1, Wts, r, 1, next, r, false);
+      Real* t = power;
       power = next;
       next = t;
     }
@@ -477,124 +523,127 @@ __global__ void operator_backward_kernel(OperatorBackwardArgs a) {
       s_j_minus_1 = s_j;
       s_j *= s;
     }
-    const float tau = block_trace_of_product(r, power, Phi, red);
+    const Real tau = block_trace_of_product(r, power, Phi, red);
     if (a.dcoef_op && threadIdx.x == 0) a.dcoef_op[idx * (K + 1) + j] = s_j * tau;
-    if (j >= 1) ds += (float)j * filter_coefficient(coef, K, j) * s_j_minus_1 * tau;
+    if (j >= 1) ds += (Real)j * filter_coefficient(coef, K, j) * s_j_minus_1 * tau;
   }
   if (threadIdx.x == 0) a.ds[idx] = ds;
 
   // Downward: V_K = c_K Φ, V_{i-1} = s Wᵀ V_i + c_{i-1} Φ; acc (dW) by Horner.
-  float* Vb = V;
-  float* accb = acc;
-  float* tb = tmp;
-  float s_K = 1.f;
+  Real* Vb = V;
+  Real* accb = acc;
+  Real* tb = tmp;
+  Real s_K = Real(1);
   for (int j = 0; j < K; ++j) s_K *= s;
   block_scale(rr, filter_coefficient(coef, K, K), Phi, Vb);
-  block_scale(rr, K >= 1 ? s_K : 0.f, Vb, accb);
+  block_scale(rr, K >= 1 ? s_K : Real(0), Vb, accb);
   for (int i = K - 1; i >= 0; --i) {
     block_scale(rr, filter_coefficient(coef, K, i), Phi, tb);
     block_gemm(r, r, r, s, Wts, r, 1, Vb, r, 1, tb, r, true);  // V_i = s Wᵀ V_{i+1} + c_i Φ
-    float* t = Vb;
+    Real* t = Vb;
     Vb = tb;
     tb = t;
     if (i >= 1) {
-      float s_i = 1.f;
+      Real s_i = Real(1);
       for (int j = 0; j < i; ++j) s_i *= s;
       block_scale(rr, s_i, Vb, tb);
-      block_gemm(r, r, r, 1.f, accb, r, 1, Wts, r, 1, tb, r, true);  // acc ← acc Wᵀ + s^i V_i
+      block_gemm(r, r, r, Real(1), accb, r, 1, Wts, r, 1, tb, r, true);  // acc ← acc Wᵀ + s^i V_i
       t = accb;
       accb = tb;
       tb = t;
     }
   }
   // dG_w = −(V_0 + dW Wᵀ) → dG = sym(L⁻ᵀ dG_w L⁻¹); dM = L⁻ᵀ dW L⁻¹.
-  block_scale(rr, -1.f, Vb, tb);
-  block_gemm(r, r, r, -1.f, accb, r, 1, Wts, r, 1, tb, r, true);
+  block_scale(rr, Real(-1), Vb, tb);
+  block_gemm(r, r, r, Real(-1), accb, r, 1, Wts, r, 1, tb, r, true);
   block_sandwich_lower_t(r, Ls, tb, Phi);
   for (int e = threadIdx.x; e < rr; e += blockDim.x) {
     const int i = e / r, j = e % r;
-    dGg[e] = (tb[i * r + j] + tb[j * r + i]) / 2.f;
+    dGg[e] = (tb[i * r + j] + tb[j * r + i]) / Real(2);
   }
   block_sandwich_lower_t(r, Ls, accb, Phi);  // dMᵀ
   block_transpose(r, r, accb, dMg);
 }
 
 // x_c ← Σ_{c'>c} x_{c'} for one statistic entry of (n, h) (chunk mode).
-__global__ void reverse_prefix_kernel(KoopmanDims d, float* dG, float* dM, float* dCt, int tiles) {
+template <typename Real>
+__global__ void reverse_prefix_kernel(KoopmanDims d, Real* dG, Real* dM, Real* dCt, int tiles) {
   const int r = d.r, P = d.P, rr = r * r, rP = r * P, E = 2 * rr + rP;
   const int bh = blockIdx.x / tiles, e = (blockIdx.x % tiles) * blockDim.x + threadIdx.x;
   if (e >= E) return;
-  float* base = e < rr ? dG : (e < 2 * rr ? dM : dCt);
+  Real* base = e < rr ? dG : (e < 2 * rr ? dM : dCt);
   const int size = e < 2 * rr ? rr : rP;
   const int offset = e < rr ? e : (e < 2 * rr ? e - rr : e - 2 * rr);
-  float run = 0.f;
+  Real run = Real(0);
   for (int c = d.n_ops - 1; c >= 0; --c) {
-    float* x = base + ((int64_t)bh * d.n_ops + c) * size + offset;
-    const float value = *x;
+    Real* x = base + ((int64_t)bh * d.n_ops + c) * size + offset;
+    const Real value = *x;
     *x = run;
     run += value;
   }
 }
 
+template <typename Real>
 struct TokenArgs {
   KoopmanDims d;
-  const float *k, *v, *beta, *mask, *Rt, *dy, *dG, *dM, *dCt;
+  const Real *k, *v, *beta, *mask, *Rt, *dy, *dG, *dM, *dCt;
   int need_stats;
-  float *dq, *dk, *dv, *dbeta;  // any may be null
+  Real *dq, *dk, *dv, *dbeta;  // any may be null
 };
 
 // chunk_token_backward in ops/koopman_fit.cpp; lane ℓ owns rows i = ℓ, ℓ+32 and values p = ℓ + 32m.
-__global__ void token_backward_kernel(TokenArgs a) {
+template <typename Real>
+__global__ void token_backward_kernel(TokenArgs<Real> a) {
   const KoopmanDims& d = a.d;
   const int r = d.r, P = d.P, rr = r * r, rP = r * P;
   const int bh = blockIdx.x / d.n_chunks, c = blockIdx.x % d.n_chunks, n = bh / d.H, h = bh % d.H;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
   const int t0 = chunk_begin(d, c), t1 = chunk_end(d, c), o = op_of_chunk(d, c);
-  const float* R = empty_op(d, o) ? nullptr : a.Rt + ((int64_t)bh * d.n_ops + o) * rP;
+  const Real* R = empty_op(d, o) ? nullptr : a.Rt + ((int64_t)bh * d.n_ops + o) * rP;
   const bool has_stats = a.need_stats && (d.prefix || c + 1 < d.n_chunks);  // the last chunk feeds no operator
   const int s_idx = op_of_chunk(d, c), s_next = d.prefix ? 0 : c + 1;
-  const float* dGc = a.dG + ((int64_t)bh * d.n_ops + s_idx) * rr;
-  const float* dMc = a.dM + ((int64_t)bh * d.n_ops + s_idx) * rr;
-  const float* dCtc = a.dCt + ((int64_t)bh * d.n_ops + s_idx) * rP;
-  const float* dM_next = has_stats && s_next < d.n_ops ? a.dM + ((int64_t)bh * d.n_ops + s_next) * rr : nullptr;
+  const Real* dGc = a.dG + ((int64_t)bh * d.n_ops + s_idx) * rr;
+  const Real* dMc = a.dM + ((int64_t)bh * d.n_ops + s_idx) * rr;
+  const Real* dCtc = a.dCt + ((int64_t)bh * d.n_ops + s_idx) * rP;
+  const Real* dM_next = has_stats && s_next < d.n_ops ? a.dM + ((int64_t)bh * d.n_ops + s_next) * rr : nullptr;
 
   for (int t = t0 + warp; t < t1; t += n_warps) {
     const int64_t rk = row_of(d, n, t, h) * r, rv = row_of(d, n, t, h) * P;
     if (a.dq && R)  // dq_t += R ᵀdy_t
       for (int i = lane; i < r; i += 32) {
-        float s = 0.f;
+        Real s = Real(0);
         for (int p = 0; p < P; ++p) s += a.dy[rv + p] * R[i * P + p];
         a.dq[rk + i] += s;
       }
     if (!has_stats || !(a.dk || a.dv || a.dbeta)) continue;  // warp-uniform
-    const float m = a.mask ? a.mask[(int64_t)n * d.T + t] : 1.f;
-    const float m_prev = t == 0 ? 0.f : (a.mask ? a.mask[(int64_t)n * d.T + t - 1] : 1.f);
-    const float w = token_weight(d, a.beta, a.mask, n, t, h), l = lag_weight(d, a.beta, a.mask, n, t, h);
-    const float l_next = lag_weight(d, a.beta, a.mask, n, t + 1, h);
-    const float* kt = a.k + rk;
-    const float* vt = a.v + rv;
-    const float* k_prev = t > 0 ? a.k + row_of(d, n, t - 1, h) * r : nullptr;
-    const float* k_next = t + 1 < d.T ? a.k + row_of(d, n, t + 1, h) * r : nullptr;
-    const float* dM_pair = t + 1 < t1 ? dMc : dM_next;  // the chunk holding the pair (t+1, t)
-    float beta_part = 0.f;
+    const Real m = a.mask ? a.mask[(int64_t)n * d.T + t] : Real(1);
+    const Real m_prev = t == 0 ? Real(0) : (a.mask ? a.mask[(int64_t)n * d.T + t - 1] : Real(1));
+    const Real w = token_weight(d, a.beta, a.mask, n, t, h), l = lag_weight(d, a.beta, a.mask, n, t, h);
+    const Real l_next = lag_weight(d, a.beta, a.mask, n, t + 1, h);
+    const Real* kt = a.k + rk;
+    const Real* vt = a.v + rv;
+    const Real* k_prev = t > 0 ? a.k + row_of(d, n, t - 1, h) * r : nullptr;
+    const Real* k_next = t + 1 < d.T ? a.k + row_of(d, n, t + 1, h) * r : nullptr;
+    const Real* dM_pair = t + 1 < t1 ? dMc : dM_next;  // the chunk holding the pair (t+1, t)
+    Real beta_part = Real(0);
     for (int i = lane; i < r; i += 32) {
-      float ga = 0.f, gb = 0.f, ge = 0.f, gf = 0.f;
+      Real ga = Real(0), gb = Real(0), ge = Real(0), gf = Real(0);
       for (int j = 0; j < r; ++j) ga += kt[j] * dGc[j * r + i];        // (k_tᵀ dG)_i
       for (int p = 0; p < P; ++p) gb += vt[p] * dCtc[i * P + p];       // (v_tᵀ dC)_i
       if (k_prev)
         for (int j = 0; j < r; ++j) ge += k_prev[j] * dMc[i * r + j];  // (dM k_{t-1})_i
       if (k_next && dM_pair)
         for (int j = 0; j < r; ++j) gf += k_next[j] * dM_pair[j * r + i];  // (dMᵀ k_{t+1})_i
-      if (a.dk) a.dk[rk + i] += 2.f * w * ga + w * gb + l * ge + l_next * gf;
+      if (a.dk) a.dk[rk + i] += Real(2) * w * ga + w * gb + l * ge + l_next * gf;
       beta_part += m * (kt[i] * ga + kt[i] * gb) + m * m_prev * kt[i] * ge;
     }
     if (a.dbeta) {
-      const float total = warp_sum(beta_part);
+      const Real total = warp_sum(beta_part);
       if (lane == 0) a.dbeta[row_of(d, n, t, h)] += total;
     }
     if (a.dv)
       for (int p = lane; p < P; p += 32) {
-        float g = 0.f;
+        Real g = Real(0);
         for (int i = 0; i < r; ++i) g += kt[i] * dCtc[i * P + p];
         a.dv[rv + p] += w * g;
       }
@@ -602,20 +651,21 @@ __global__ void token_backward_kernel(TokenArgs a) {
 }
 
 // dγ += Σ α ds; dcoef[h,j] += Σ_{n,o} dc_j, both in a fixed order.
-__global__ void scalar_grads_kernel(int b, int H, int n_ops, int K, const float* alpha, const float* ds,
-                                    const float* dcoef_op, float* dgamma, float* dcoef) {
-  ECHO_SHARED(float, red, [kBlock]);
+template <typename Real>
+__global__ void scalar_grads_kernel(int b, int H, int n_ops, int K, const Real* alpha, const Real* ds,
+                                    const Real* dcoef_op, Real* dgamma, Real* dcoef) {
+  ECHO_SHARED(Real, red, [kBlock]);
   if (dgamma) {
     const int count = b * H * n_ops;
-    float part = 0.f;
+    Real part = Real(0);
     for (int idx = threadIdx.x; idx < count; idx += blockDim.x) part += alpha[idx] * ds[idx];
-    const float total = block_sum(part, red);
+    const Real total = block_sum(part, red);
     if (threadIdx.x == 0) dgamma[0] += total;
   }
   if (dcoef)
     for (int e = threadIdx.x; e < H * (K + 1); e += blockDim.x) {
       const int h = e / (K + 1), j = e % (K + 1);
-      float total = 0.f;
+      Real total = Real(0);
       for (int n = 0; n < b; ++n)
         for (int o = 0; o < n_ops; ++o) total += dcoef_op[(((int64_t)n * H + h) * n_ops + o) * (K + 1) + j];
       dcoef[e] += total;
@@ -677,75 +727,102 @@ void check_limits(int r, int P) {
 }
 // Above 48 KB a kernel's dynamic shared memory needs an opt-in (a macro: the
 // attribute call must name the kernel itself, which the emulated device keys on).
+// In float only the operator kernels can get there; in double, at r = 64 and
+// P = 128, the statistics tiles (49 KB) and the readout's Rᵀ (64 KB) do too.
 #define ECHO_ALLOW_SHARED_MEMORY(kernel, bytes)                                                             \
   do {                                                                                                     \
     if ((bytes) > 48 * 1024)                                                                               \
       check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(bytes)), \
                  "koopman_fit: shared memory opt-in");                                                     \
   } while (0)
-size_t operator_smem(int r) { return (5 * (size_t)r * r + 2 * kKoopmanMaxRank + 8) * sizeof(float); }
-size_t operator_backward_smem(int r) { return (6 * (size_t)r * r + kBlock) * sizeof(float); }
-size_t stats_smem(int r, int P) { return ((size_t)(kTokenTile + 1) * r + (size_t)kTokenTile * P + 2 * kTokenTile) * sizeof(float); }
+// Dynamic shared memory in bytes. At r = 64 in double the operator kernels take
+// 161 KB (forward) and 194 KB (backward), within sm_90's 227 KB per block.
+template <typename Real> size_t operator_smem(int r) {
+  return (5 * (size_t)r * r + 2 * kKoopmanMaxRank + 8) * sizeof(Real);
+}
+template <typename Real> size_t operator_backward_smem(int r) { return (6 * (size_t)r * r + kBlock) * sizeof(Real); }
+template <typename Real> size_t stats_smem(int r, int P) {
+  return ((size_t)(kTokenTile + 1) * r + (size_t)kTokenTile * P + 2 * kTokenTile) * sizeof(Real);
+}
+template <typename Real> size_t readout_smem(int r, int P) { return (size_t)r * P * sizeof(Real); }
 
-void launch_operators(const OperatorArgs& a, int blocks) {
-  const size_t smem = operator_smem(a.r);
-  ECHO_ALLOW_SHARED_MEMORY(operator_kernel, smem);
-  ECHO_LAUNCH(operator_kernel, blocks, kBlock, smem)(a);
+template <typename Real> void launch_operators(const OperatorArgs<Real>& a, int blocks) {
+  const size_t smem = operator_smem<Real>(a.r);
+  ECHO_ALLOW_SHARED_MEMORY(operator_kernel<Real>, smem);
+  ECHO_LAUNCH(operator_kernel<Real>, blocks, kBlock, smem)(a);
   check_launch("koopman_fit operator_kernel");
 }
 
 }  // namespace
 
-void koopman_forward(const KoopmanDims& d, const float* k, const float* q, const float* v, const float* beta,
-                     const float* mask, const float* gamma, const float* coef, float* G, float* M, float* Ct,
-                     float* L, float* Wt, float* Zt, float* Rt, float* sigma, float* alpha, float* y) {
+template <typename Real>
+void koopman_forward(const KoopmanDims& d, const Real* k, const Real* q, const Real* v, const Real* beta,
+                     const Real* mask, const Real* gamma, const Real* coef, Real* G, Real* M, Real* Ct, Real* L,
+                     Real* Wt, Real* Zt, Real* Rt, Real* sigma, Real* alpha, Real* y) {
   check_limits(d.r, d.P);
   if (d.b * d.H == 0 || d.T == 0) return;
   const int BH = d.b * d.H, E = 2 * d.r * d.r + d.r * d.P, tiles = (E + kBlock - 1) / kBlock;
-  ECHO_LAUNCH(stats_prefix_kernel, BH * tiles, kBlock, stats_smem(d.r, d.P))(d, k, v, beta, mask, G, M, Ct, tiles);
+  const size_t stats_bytes = stats_smem<Real>(d.r, d.P);
+  ECHO_ALLOW_SHARED_MEMORY(stats_prefix_kernel<Real>, stats_bytes);
+  ECHO_LAUNCH(stats_prefix_kernel<Real>, BH * tiles, kBlock, stats_bytes)(d, k, v, beta, mask, G, M, Ct, tiles);
   check_launch("koopman_fit stats_prefix_kernel");
-  OperatorArgs a{d.r, d.P, d.K, d.iters, d.H, d.n_ops, d.prefix ? 0 : 1, d.ridge, gamma, coef, G, M, Ct,
-                 L, Wt, Zt, Rt, sigma, alpha};
+  OperatorArgs<Real> a{d.r, d.P, d.K, d.iters, d.H, d.n_ops, d.prefix ? 0 : 1, Real(d.ridge), gamma, coef, G, M, Ct,
+                       L, Wt, Zt, Rt, sigma, alpha};
   launch_operators(a, BH * d.n_ops);
   if (!y) return;
-  ECHO_LAUNCH(readout_kernel, BH * d.n_chunks, kBlock, (size_t)d.r * d.P * sizeof(float))(d, q, Rt, y);
+  const size_t readout_bytes = readout_smem<Real>(d.r, d.P);
+  ECHO_ALLOW_SHARED_MEMORY(readout_kernel<Real>, readout_bytes);
+  ECHO_LAUNCH(readout_kernel<Real>, BH * d.n_chunks, kBlock, readout_bytes)(d, q, Rt, y);
   check_launch("koopman_fit readout_kernel");
 }
 
-void koopman_backward(const KoopmanDims& d, const float* k, const float* q, const float* v, const float* beta,
-                      const float* mask, const float* gamma, const float* coef, const float* L, const float* Wt,
-                      const float* Zt, const float* Rt, const float* Ct, const float* alpha, const float* dy,
-                      float* dG, float* dM, float* dCt, float* dRt, float* ds, float* dcoef_op, float* dq,
-                      float* dk, float* dv, float* dbeta, float* dgamma, float* dcoef) {
+template <typename Real>
+void koopman_backward(const KoopmanDims& d, const Real* k, const Real* q, const Real* v, const Real* beta,
+                      const Real* mask, const Real* gamma, const Real* coef, const Real* L, const Real* Wt,
+                      const Real* Zt, const Real* Rt, const Real* Ct, const Real* alpha, const Real* dy, Real* dG,
+                      Real* dM, Real* dCt, Real* dRt, Real* ds, Real* dcoef_op, Real* dq, Real* dk, Real* dv,
+                      Real* dbeta, Real* dgamma, Real* dcoef) {
   check_limits(d.r, d.P);
   if (d.b * d.H == 0 || d.T == 0) return;
   const int BH = d.b * d.H, E = 2 * d.r * d.r + d.r * d.P, tiles = (E + kBlock - 1) / kBlock;
   const bool need_tokens = dk || dv || dbeta;
   const bool need_stats = need_tokens || dgamma || dcoef;
   if (need_stats) {
-    ECHO_LAUNCH(readout_backward_kernel, BH * d.n_ops, kBlock)(d, q, dy, dRt);
+    ECHO_LAUNCH(readout_backward_kernel<Real>, BH * d.n_ops, kBlock)(d, q, dy, dRt);
     check_launch("koopman_fit readout_backward_kernel");
-    OperatorBackwardArgs a{d.r, d.P, d.K, d.H, d.n_ops, d.prefix ? 0 : 1, gamma, coef, L, Wt, Zt, Ct, alpha, dRt,
-                           dG, dM, dCt, ds, dcoef ? dcoef_op : nullptr};
-    const size_t smem = operator_backward_smem(d.r);
-    ECHO_ALLOW_SHARED_MEMORY(operator_backward_kernel, smem);
-    ECHO_LAUNCH(operator_backward_kernel, BH * d.n_ops, kBlock, smem)(a);
+    OperatorBackwardArgs<Real> a{d.r, d.P, d.K, d.H, d.n_ops, d.prefix ? 0 : 1, gamma, coef, L, Wt, Zt, Ct, alpha,
+                                 dRt, dG, dM, dCt, ds, dcoef ? dcoef_op : nullptr};
+    const size_t smem = operator_backward_smem<Real>(d.r);
+    ECHO_ALLOW_SHARED_MEMORY(operator_backward_kernel<Real>, smem);
+    ECHO_LAUNCH(operator_backward_kernel<Real>, BH * d.n_ops, kBlock, smem)(a);
     check_launch("koopman_fit operator_backward_kernel");
     if (!d.prefix && need_tokens) {
-      ECHO_LAUNCH(reverse_prefix_kernel, BH * tiles, kBlock)(d, dG, dM, dCt, tiles);
+      ECHO_LAUNCH(reverse_prefix_kernel<Real>, BH * tiles, kBlock)(d, dG, dM, dCt, tiles);
       check_launch("koopman_fit reverse_prefix_kernel");
     }
   }
   if (dq || need_tokens) {
-    TokenArgs a{d, k, v, beta, mask, Rt, dy, dG, dM, dCt, need_tokens ? 1 : 0, dq, dk, dv, dbeta};
-    ECHO_LAUNCH(token_backward_kernel, BH * d.n_chunks, kBlock)(a);
+    TokenArgs<Real> a{d, k, v, beta, mask, Rt, dy, dG, dM, dCt, need_tokens ? 1 : 0, dq, dk, dv, dbeta};
+    ECHO_LAUNCH(token_backward_kernel<Real>, BH * d.n_chunks, kBlock)(a);
     check_launch("koopman_fit token_backward_kernel");
   }
   if (dgamma || dcoef) {
-    ECHO_LAUNCH(scalar_grads_kernel, 1, kBlock)(d.b, d.H, d.n_ops, d.K, alpha, ds, dcoef_op, dgamma, dcoef);
+    ECHO_LAUNCH(scalar_grads_kernel<Real>, 1, kBlock)(d.b, d.H, d.n_ops, d.K, alpha, ds, dcoef_op, dgamma, dcoef);
     check_launch("koopman_fit scalar_grads_kernel");
   }
 }
+
+#define ECHO_KOOPMAN_INSTANTIATE(Real)                                                                              \
+  template void koopman_forward<Real>(const KoopmanDims&, const Real*, const Real*, const Real*, const Real*,      \
+                                      const Real*, const Real*, const Real*, Real*, Real*, Real*, Real*, Real*,    \
+                                      Real*, Real*, Real*, Real*, Real*);                                          \
+  template void koopman_backward<Real>(const KoopmanDims&, const Real*, const Real*, const Real*, const Real*,     \
+                                       const Real*, const Real*, const Real*, const Real*, const Real*,            \
+                                       const Real*, const Real*, const Real*, const Real*, const Real*, Real*,     \
+                                       Real*, Real*, Real*, Real*, Real*, Real*, Real*, Real*, Real*, Real*, Real*);
+ECHO_KOOPMAN_INSTANTIATE(float)
+ECHO_KOOPMAN_INSTANTIATE(double)
+#undef ECHO_KOOPMAN_INSTANTIATE
 
 void koopman_stream_step(int BH, int r, int P, const float* k, const float* q, const float* v, const float* beta,
                          const float* Rt, float* Gc, float* Mc, float* Ctc, float* prev_k, int has_prev, float* y) {
@@ -761,7 +838,7 @@ void koopman_stream_commit(int b, int H, int r, int P, int K, int iters, float r
   const int64_t BH = (int64_t)b * H;
   ECHO_LAUNCH(stream_merge_kernel, grid_for(BH * r * P), kThreads)(BH * r * r, BH * r * P, G, M, Ct, Gc, Mc, Ctc);
   check_launch("koopman_fit stream_merge_kernel");
-  OperatorArgs a{r, P, K, iters, H, 1, 0, ridge, gamma, coef, G, M, Ct, L, Wt, Zt, Rt, sigma, alpha};
+  OperatorArgs<float> a{r, P, K, iters, H, 1, 0, ridge, gamma, coef, G, M, Ct, L, Wt, Zt, Rt, sigma, alpha};
   launch_operators(a, static_cast<int>(BH));
 }
 

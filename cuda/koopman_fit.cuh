@@ -1,6 +1,9 @@
 // Launchers of the Koopman-fit kernels (cuda/koopman_fit.cu), the GPU twin of
-// ops/koopman_fit.cpp. All pointers are device pointers to f32 row-major data in
-// the layouts documented there; optional inputs/outputs are null when absent.
+// ops/koopman_fit.cpp. All pointers are device pointers to row-major data in the
+// layouts documented there; optional inputs/outputs are null when absent. The
+// forward and backward are instantiated for Real = float (training) and Real =
+// double (the float64 gradient check of the CUDA path); the streaming pair runs
+// in float only.
 #pragma once
 #include <cstdint>
 
@@ -13,7 +16,7 @@ struct KoopmanDims {
   int n_ops = 0;     // operators per (batch, head): n_chunks (chunk mode) or 1 (prefix mode)
   int K = 0, iters = 0;
   int prefix = 0;    // 1: prefix (mask) mode
-  float ridge = 0;
+  double ridge = 0;  // rounded to Real by the launchers
 };
 
 // The kernels hold an operator's r×r matrices in shared memory: r ≤ 64, P ≤ 128.
@@ -23,19 +26,21 @@ constexpr int kKoopmanMaxValue = 128;
 // Forward: statistics + exclusive prefix (G, M, Ct: [b,H,n_ops,..] without the
 // ridge), one block per operator (L, Wt, Zt, Rt, sigma, alpha), then y = Q Rᵀ.
 // y may be null (operators only). gamma: device [1].
-void koopman_forward(const KoopmanDims& d, const float* k, const float* q, const float* v, const float* beta,
-                     const float* mask, const float* gamma, const float* coef, float* G, float* M, float* Ct,
-                     float* L, float* Wt, float* Zt, float* Rt, float* sigma, float* alpha, float* y);
+template <typename Real>
+void koopman_forward(const KoopmanDims& d, const Real* k, const Real* q, const Real* v, const Real* beta,
+                     const Real* mask, const Real* gamma, const Real* coef, Real* G, Real* M, Real* Ct, Real* L,
+                     Real* Wt, Real* Zt, Real* Rt, Real* sigma, Real* alpha, Real* y);
 
 // Backward, α held constant. Saved: L, Wt, Zt, Rt, Ct, alpha from the forward.
 // Workspaces (each [b·H·n_ops·..]): dG, dM (r×r), dCt, dRt (r×P), ds (1),
 // dcoef_op (K+1). Gradients are ADDED into dq, dk, dv, dbeta, dgamma, dcoef
 // (any may be null).
-void koopman_backward(const KoopmanDims& d, const float* k, const float* q, const float* v, const float* beta,
-                      const float* mask, const float* gamma, const float* coef, const float* L, const float* Wt,
-                      const float* Zt, const float* Rt, const float* Ct, const float* alpha, const float* dy,
-                      float* dG, float* dM, float* dCt, float* dRt, float* ds, float* dcoef_op, float* dq,
-                      float* dk, float* dv, float* dbeta, float* dgamma, float* dcoef);
+template <typename Real>
+void koopman_backward(const KoopmanDims& d, const Real* k, const Real* q, const Real* v, const Real* beta,
+                      const Real* mask, const Real* gamma, const Real* coef, const Real* L, const Real* Wt,
+                      const Real* Zt, const Real* Rt, const Real* Ct, const Real* alpha, const Real* dy, Real* dG,
+                      Real* dM, Real* dCt, Real* dRt, Real* ds, Real* dcoef_op, Real* dq, Real* dk, Real* dv,
+                      Real* dbeta, Real* dgamma, Real* dcoef);
 
 // Streaming (spec §4), per (batch·head) bh: y = R q_t, then the token joins the
 // running statistics (Gc, Mc, Ctc); has_prev: whether prev_k holds k_{t-1}.

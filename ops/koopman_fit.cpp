@@ -810,7 +810,7 @@ void check_options(const KoopmanOptions& o) {
 Geometry check_inputs(const Tensor& k, const Tensor& q, const Tensor& v, const Tensor& gamma, const Tensor& beta,
                       const Tensor& mask, const Tensor& coef, const KoopmanOptions& o) {
   op_check(k.defined() && q.defined() && v.defined() && gamma.defined(), kOp, "k, q, v and gamma are required");
-  check_floating_same(kOp, {&k, &q, &v, &gamma, &beta, &coef});
+  check_floating_same(kOp, {&k, &q, &v, &gamma, &beta, &coef}, /*cuda_float64=*/true);
   check_options(o);
   check_rank(kOp, "k", k, 4);
   check_rank(kOp, "v", v, 4);
@@ -929,8 +929,16 @@ gpu::KoopmanDims gpu_dims(const Geometry& g) {
   d.K = g.K;
   d.iters = g.iters;
   d.prefix = g.prefix ? 1 : 0;
-  d.ridge = static_cast<float>(g.ridge);
+  d.ridge = g.ridge;
   return d;
+}
+
+// Calls f(T{}) with the element type of the CUDA kernels for dtype: float (the
+// training path) or double (the float64 gradient check of the CUDA path).
+template <typename F> void dispatch_cuda(DType dtype, F&& f) {
+  if (dtype == DType::F32) f(float{});
+  else if (dtype == DType::F64) f(double{});
+  else op_error(kOp, std::string("the CUDA kernels run f32 or f64, got ") + dtype_name(dtype));
 }
 #endif
 
@@ -939,11 +947,13 @@ void run_forward(const Geometry& g, const Tensor& k, const Tensor& q, const Tens
                  const Tensor& beta, const Tensor& mask_w, const Tensor& coef, Buffers& buf, Tensor& y) {
   if (on_cuda(k)) {
 #if ECHO_HAVE_CUDA
-    gpu::koopman_forward(gpu_dims(g), k.data<float>(), q.data<float>(), v.data<float>(), cptr<float>(beta),
-                         cptr<float>(mask_w), gamma.data<float>(), cptr<float>(coef), buf.G.data<float>(),
-                         buf.M.data<float>(), buf.Ct.data<float>(), buf.L.data<float>(), buf.Wt.data<float>(),
-                         buf.Zt.data<float>(), buf.Rt.data<float>(), buf.sigma.data<float>(),
-                         buf.alpha.data<float>(), y.defined() ? y.data<float>() : nullptr);
+    dispatch_cuda(k.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      gpu::koopman_forward<T>(gpu_dims(g), k.data<T>(), q.data<T>(), v.data<T>(), cptr<T>(beta), cptr<T>(mask_w),
+                              gamma.data<T>(), cptr<T>(coef), buf.G.data<T>(), buf.M.data<T>(), buf.Ct.data<T>(),
+                              buf.L.data<T>(), buf.Wt.data<T>(), buf.Zt.data<T>(), buf.Rt.data<T>(),
+                              buf.sigma.data<T>(), buf.alpha.data<T>(), y.defined() ? y.data<T>() : nullptr);
+    });
 #else
     no_cuda_build(kOp);
 #endif
@@ -987,21 +997,23 @@ Tensor koopman_fit(const Tensor& k, const Tensor& q, const Tensor& v, const Tens
              if (on_cuda(k)) {
 #if ECHO_HAVE_CUDA
                const int64_t BH = g.b * g.H;
+               const DType dt = k.dtype();
                const Device dev = Device::CUDA;
-               Tensor dG = Tensor::empty({BH * g.n_ops * g.r * g.r}, DType::F32, dev);
-               Tensor dM = Tensor::empty({BH * g.n_ops * g.r * g.r}, DType::F32, dev);
-               Tensor dCt = Tensor::empty({BH * g.n_ops * g.r * g.P}, DType::F32, dev);
-               Tensor dRt = Tensor::empty({BH * g.n_ops * g.r * g.P}, DType::F32, dev);
-               Tensor ds = Tensor::empty({BH * g.n_ops}, DType::F32, dev);
-               Tensor dcoef_op = Tensor::empty({BH * g.n_ops * (g.K + 1)}, DType::F32, dev);
-               gpu::koopman_backward(gpu_dims(g), k.data<float>(), q.data<float>(), v.data<float>(),
-                                     cptr<float>(beta), cptr<float>(mask_w), gamma.data<float>(),
-                                     cptr<float>(coef), L.data<float>(), Wt.data<float>(), Zt.data<float>(),
-                                     Rt.data<float>(), Ct.data<float>(), alpha.data<float>(), dy.data<float>(),
-                                     dG.data<float>(), dM.data<float>(), dCt.data<float>(), dRt.data<float>(),
-                                     ds.data<float>(), dcoef_op.data<float>(), ptr<float>(gx[1]),
-                                     ptr<float>(gx[0]), ptr<float>(gx[2]), ptr<float>(gx[4]),
-                                     ptr<float>(gx[3]), ptr<float>(gx[6]));
+               Tensor dG = Tensor::empty({BH * g.n_ops * g.r * g.r}, dt, dev);
+               Tensor dM = Tensor::empty({BH * g.n_ops * g.r * g.r}, dt, dev);
+               Tensor dCt = Tensor::empty({BH * g.n_ops * g.r * g.P}, dt, dev);
+               Tensor dRt = Tensor::empty({BH * g.n_ops * g.r * g.P}, dt, dev);
+               Tensor ds = Tensor::empty({BH * g.n_ops}, dt, dev);
+               Tensor dcoef_op = Tensor::empty({BH * g.n_ops * (g.K + 1)}, dt, dev);
+               dispatch_cuda(dt, [&](auto tag) {
+                 using T = decltype(tag);
+                 gpu::koopman_backward<T>(gpu_dims(g), k.data<T>(), q.data<T>(), v.data<T>(), cptr<T>(beta),
+                                          cptr<T>(mask_w), gamma.data<T>(), cptr<T>(coef), L.data<T>(),
+                                          Wt.data<T>(), Zt.data<T>(), Rt.data<T>(), Ct.data<T>(), alpha.data<T>(),
+                                          dy.data<T>(), dG.data<T>(), dM.data<T>(), dCt.data<T>(), dRt.data<T>(),
+                                          ds.data<T>(), dcoef_op.data<T>(), ptr<T>(gx[1]), ptr<T>(gx[0]),
+                                          ptr<T>(gx[2]), ptr<T>(gx[4]), ptr<T>(gx[3]), ptr<T>(gx[6]));
+               });
 #endif
                return;
              }
@@ -1058,7 +1070,7 @@ KoopmanStream::KoopmanStream(int64_t batch, int64_t heads, int64_t rank, int64_t
            "stream sizes must be >= 1, got b=" + std::to_string(batch) + " H=" + std::to_string(heads) +
                " r=" + std::to_string(rank) + " P=" + std::to_string(value_dim));
   op_check(dtype == DType::F32 || dtype == DType::F64, kOp, "stream dtype must be f32 or f64");
-  op_check(device == Device::CPU || dtype == DType::F32, kOp, "the CUDA backend runs f32");
+  op_check(device == Device::CPU || dtype == DType::F32, kOp, "the CUDA stream runs f32");
   G_ = Tensor::zeros({b_, H_, r_, r_}, dtype, device);
   M_ = Tensor::zeros({b_, H_, r_, r_}, dtype, device);
   Ct_ = Tensor::zeros({b_, H_, r_, P_}, dtype, device);

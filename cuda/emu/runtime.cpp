@@ -71,6 +71,15 @@ std::string base_name(const char* path) {
   return slash == std::string::npos ? s : s.substr(slash + 1);
 }
 std::string kernel_label(const LaunchConfig& c) { return c.kernel + std::string(" (") + base_name(c.file) + ")"; }
+// "file:kernel", the name as declared: a template kernel launched as
+// kernel<Real> is one kernel of the source for every Real (the coverage test
+// greps declarations; the shared-memory opt-in names it the same way).
+std::string kernel_key(const char* file, const char* kernel) {
+  std::string name = kernel;
+  const size_t angle = name.find('<');
+  if (angle != std::string::npos) name.resize(angle);
+  return base_name(file) + ":" + name;
+}
 
 // ---- errors: the last one, with a message that names the kernel ----------------------
 struct ErrorState {
@@ -781,7 +790,7 @@ void run_grid(const LaunchConfig& c, ThreadEntry entry, void* closure) {
                                             " threads per block; the limit is 1024");
     return;
   }
-  const std::string key = base_name(c.file) + ":" + c.kernel;
+  const std::string key = kernel_key(c.file, c.kernel);
   {
     std::lock_guard<std::mutex> lock(g_attr_mu);
     // Coverage is per kernel, not per instantiation: "ssd_scan.cu:dx_kernel<Real>"
@@ -823,7 +832,7 @@ cudaError_t set_function_attribute(const char* file, const char* kernel, cudaFun
       return fail(cudaErrorInvalidValue, std::string(kernel) + ": cudaFuncAttributeMaxDynamicSharedMemorySize " +
                                              std::to_string(value) + " is above the 227 KB of sm_90");
     std::lock_guard<std::mutex> lock(g_attr_mu);
-    g_max_dynamic_shared[base_name(file) + ":" + kernel] = value;
+    g_max_dynamic_shared[kernel_key(file, kernel)] = value;
   }
   return cudaSuccess;
 }

@@ -215,5 +215,160 @@ TEST(CudaKernels, DecodeOptimizerAndTensorKernelsGiveTheSameBitsUnderEverySchedu
   }
 }
 
+// ---- the Koopman fit in float64 --------------------------------------------------
+// The float kernels can be held to the float64 CPU only within 2e-3 (above): an
+// error in a rarely weighted term (a ragged last chunk, the lag pair across a
+// chunk edge) could hide below that. Their double instantiations run the same
+// code in float64, so the CUDA backward is checked against central differences
+// exactly as the CPU one is, and the CUDA results must match the float64 CPU to
+// rounding.
+
+struct KoopmanExample {
+  std::vector<std::string> names;
+  std::vector<Tensor> inputs;  // float64 on the CPU
+  std::vector<bool> differentiable;
+  OpAttrs attrs;
+};
+
+// The runner's gradcheck example (chunk mode: β, the polynomial filter, T % S ≠ 0),
+// drawn as gradcheck_op draws it. With prefix, the same draw with a 0/1 mask
+// (prefix mode), redrawn until σ̂ ≤ 0.9 under that mask, so that the detached
+// α = 1/max(1, σ̂) stays 1 under the perturbations of the check.
+KoopmanExample koopman_example(bool prefix) {
+  const RunnerOp* op = find_runner_op("koopman_fit");
+  EXPECT_NE(op, nullptr);
+  for (uint64_t seed = 1; seed < 50; ++seed) {
+    Rng rng(seed);
+    KoopmanExample ex;
+    NamedTensors in = op->example(rng, ex.attrs);
+    if (prefix) {
+      const int64_t b = in.at("k").size(0), T = in.at("k").size(1);
+      std::vector<double> m(b * T);
+      for (int64_t i = 0; i < b * T; ++i) m[i] = (i % T) < T / 2 + 3 * (i / T) ? 1.0 : 0.0;
+      in["mask"] = Tensor::from_vector(m, {b, T}, DType::F64);
+      KoopmanOptions o;
+      o.chunk_size = static_cast<int64_t>(ex.attrs.at("chunk_size"));
+      o.power_steps = static_cast<int>(ex.attrs.at("power_steps"));
+      o.power_iters = static_cast<int>(ex.attrs.at("power_iters"));
+      o.ridge = ex.attrs.at("ridge");
+      const auto sigma = koopman_fit_sigma(in.at("k"), in.at("beta"), in.at("mask"), o).to_vector();
+      if (*std::max_element(sigma.begin(), sigma.end()) > 0.9) continue;
+    }
+    for (const auto& list : {op->inputs, op->optional_inputs})
+      for (const auto& name : list)
+        if (in.count(name)) {
+          ex.names.push_back(name);
+          ex.inputs.push_back(in.at(name));
+          ex.differentiable.push_back(name != "mask");
+        }
+    return ex;
+  }
+  ADD_FAILURE() << "no draw of the example keeps sigma <= 0.9 under the mask";
+  return {};
+}
+
+// y of the op with every input moved to the GPU (differentiably) and y moved back.
+std::vector<Tensor> koopman_on_cuda(const KoopmanExample& ex, const std::vector<Tensor>& in) {
+  NamedTensors named;
+  for (size_t i = 0; i < in.size(); ++i) named[ex.names[i]] = in[i].to(Device::CUDA);
+  return {find_runner_op("koopman_fit")->forward(named, ex.attrs).at("y").to(Device::CPU)};
+}
+
+class CudaKoopmanFloat64 : public ::testing::TestWithParam<bool> {};  // prefix mode?
+
+TEST_P(CudaKoopmanFloat64, BackwardMatchesCentralDifferences) {
+  ECHO_REQUIRE_GPU();
+  const KoopmanExample ex = koopman_example(GetParam());
+  ASSERT_FALSE(ex.inputs.empty());
+  std::vector<std::string> labels;
+  for (const auto& n : ex.names) labels.push_back("koopman_fit." + n);
+  const GradcheckResult r = gradcheck([&](const std::vector<Tensor>& in) { return koopman_on_cuda(ex, in); },
+                                      ex.inputs, ex.differentiable, labels);
+  EXPECT_TRUE(r.ok) << "float64 CUDA backward against central differences:\n" << r.report();
+  double max_error = 0;
+  for (const auto& in : r.inputs) {
+    EXPECT_GT(in.checked, 0) << in.name;
+    EXPECT_GT(in.gradient_scale, 1e-3) << in.name << ": gradients this small check nothing";
+    max_error = std::max(max_error, in.max_error);
+  }
+  EXPECT_EQ(r.inputs.size(), ex.inputs.size() - (GetParam() ? 1 : 0)) << "every differentiable input checked";
+  RecordProperty("max_scaled_error", ::testing::PrintToString(max_error));
+}
+
+// The largest relative difference of y and of every input gradient between the
+// float64 CUDA and the float64 CPU, for one random output gradient.
+double koopman_cuda_vs_cpu(const KoopmanExample& ex, uint64_t seed) {
+  Rng rng(seed);
+  const Tensor dy = randn(koopman_on_cuda(ex, ex.inputs)[0].shape(), rng, DType::F64);
+  PoisonGuard poison;
+  // y and the gradient of every differentiable input, on one device.
+  auto run = [&](Device device) {
+    std::vector<Tensor> leaves;
+    NamedTensors named;
+    for (size_t i = 0; i < ex.inputs.size(); ++i) {
+      Tensor x = ex.inputs[i].detach().to(device).detach();
+      if (ex.differentiable[i]) x.set_requires_grad(true);
+      leaves.push_back(x);
+      named[ex.names[i]] = x;
+    }
+    Tensor y = find_runner_op("koopman_fit")->forward(named, ex.attrs).at("y");
+    EXPECT_EQ(y.dtype(), DType::F64);
+    y.backward(dy.to(device));
+    std::vector<std::vector<double>> out{y.detach().to(Device::CPU).to_vector()};
+    for (size_t i = 0; i < leaves.size(); ++i)
+      if (ex.differentiable[i]) out.push_back(leaves[i].grad().to(Device::CPU).to_vector());
+    return out;
+  };
+  std::vector<std::string> what{"y"};
+  for (size_t i = 0; i < ex.names.size(); ++i)
+    if (ex.differentiable[i]) what.push_back("grad_" + ex.names[i]);
+  const auto cpu = run(Device::CPU), gpu = run(Device::CUDA);
+  EXPECT_EQ(cpu.size(), what.size());
+  EXPECT_EQ(gpu.size(), what.size());
+  double worst = 0;
+  for (size_t i = 0; i < cpu.size() && i < gpu.size() && i < what.size(); ++i) {
+    const double rel = max_rel_diff(gpu[i], cpu[i]);
+    EXPECT_LT(rel, 1e-10) << what[i] << ": float64 CUDA against float64 CPU";
+    worst = std::max(worst, rel);
+  }
+  return worst;
+}
+
+TEST_P(CudaKoopmanFloat64, ForwardAndBackwardMatchTheFloat64Cpu) {
+  ECHO_REQUIRE_GPU();
+  const KoopmanExample ex = koopman_example(GetParam());
+  ASSERT_FALSE(ex.inputs.empty());
+  RecordProperty("max_rel_diff", ::testing::PrintToString(koopman_cuda_vs_cpu(ex, 404)));
+}
+
+// r = 64, P = 128, the kernels' limits: in double the statistics tiles, the
+// readout's Rᵀ and the operator kernels all take more than 48 KB of shared
+// memory, and need the opt-in (the emulated device enforces it).
+TEST_P(CudaKoopmanFloat64, LargestRankAndValueWidthMatchTheFloat64Cpu) {
+  ECHO_REQUIRE_GPU();
+  const int64_t b = 1, T = 150, H = 1, r = 64, P = 128;
+  Rng rng(405);
+  KoopmanExample ex;
+  ex.attrs = {{"chunk_size", 128}, {"ridge", 1e-3}, {"power_steps", 2}, {"power_iters", 6}};
+  ex.names = {"k", "q", "v", "gamma", "beta", "coef"};
+  ex.inputs = {l2norm(randn({b, T, H, r}, rng, DType::F64)), l2norm(randn({b, T, H, r}, rng, DType::F64)),
+               randn({b, T, H, P}, rng, DType::F64), Tensor::scalar(0.9, DType::F64),
+               rand_uniform({b, T, H}, rng, 0.7, 1.0, DType::F64), randn({H, 3}, rng, DType::F64, Device::CPU, 0.5)};
+  ex.differentiable.assign(ex.inputs.size(), true);
+  if (GetParam()) {
+    std::vector<double> m(b * T);
+    for (int64_t t = 0; t < T; ++t) m[t] = t < 140 ? 1.0 : 0.0;
+    ex.names.push_back("mask");
+    ex.inputs.push_back(Tensor::from_vector(m, {b, T}, DType::F64));
+    ex.differentiable.push_back(false);
+  }
+  RecordProperty("max_rel_diff", ::testing::PrintToString(koopman_cuda_vs_cpu(ex, 406)));
+}
+
+INSTANTIATE_TEST_SUITE_P(ChunkAndPrefixMode, CudaKoopmanFloat64, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return std::string(info.param ? "Prefix" : "Chunk");
+                         });
+
 }  // namespace
 }  // namespace echo::testing
