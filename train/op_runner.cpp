@@ -227,7 +227,7 @@ OpFileSummary run_op_files(const RunnerOp& op, const std::string& in_path, const
   return summary;
 }
 
-bool has_cuda_float64(const std::string& op_name) { return op_name == "ssd_scan"; }
+bool has_cuda_float64(const std::string& op_name) { return op_name == "ssd_scan" || op_name == "koopman_fit"; }
 
 GradcheckResult gradcheck_op(const RunnerOp& op, uint64_t seed, const GradcheckOptions& options,
                              OpAttrs* attrs_out, Device device) {

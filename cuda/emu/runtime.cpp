@@ -793,9 +793,7 @@ void run_grid(const LaunchConfig& c, ThreadEntry entry, void* closure) {
   const std::string key = kernel_key(c.file, c.kernel);
   {
     std::lock_guard<std::mutex> lock(g_attr_mu);
-    // Coverage is per kernel, not per instantiation: "ssd_scan.cu:dx_kernel<Real>"
-    // counts as "ssd_scan.cu:dx_kernel", the name the sources declare.
-    if (g_launched.insert(key).second) record_coverage(key.substr(0, key.find('<')));
+    if (g_launched.insert(key).second) record_coverage(key);
     if (c.shared_bytes > kSharedDefault) {
       auto it = g_max_dynamic_shared.find(key);
       const size_t allowed = it == g_max_dynamic_shared.end() ? kSharedDefault : static_cast<size_t>(it->second);
