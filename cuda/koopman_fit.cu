@@ -1,3 +1,5 @@
+// Reading order: docs/ska.md → ops/reference/koopman_fit.cpp → ops/koopman_fit.cpp → this file.
+//
 // CUDA twin of ops/koopman_fit.cpp (spec §1.4, §4; docs/ska.md). The kernels are
 // templated on the element type Real and instantiated for float (training) and
 // double (the float64 finite-difference check of the CUDA backward, where float's

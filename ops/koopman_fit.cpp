@@ -1,6 +1,8 @@
 // Spectral Koopman Attention: the closed-form Koopman operator fit (spec §1.4, §4).
+// Reading order: docs/ska.md → ops/reference/koopman_fit.cpp (direct sums and explicit
+// inverses: the tests' oracle) → this file → cuda/koopman_fit.cu.
 // docs/ska.md derives the forward, the backward and the streaming form; this file
-// is the CPU reference (f32 and f64), the autograd wiring, the streaming state and
+// is the tuned CPU kernel (f32 and f64), the autograd wiring, the streaming state and
 // the dispatch to cuda/koopman_fit.cu, which follows the same four phases:
 //
 //   1. per (batch, head, chunk): the chunk's own statistics as small GEMMs
