@@ -54,9 +54,9 @@ namespace {
 constexpr const char* kOp = "koopman_fit";
 
 // ---------------------------------------------------------------------------------
-// Geometry: sizes, chunks and which operator each chunk's queries read.
+// KoopmanGeometry: sizes, chunks and which operator each chunk's queries read.
 // ---------------------------------------------------------------------------------
-struct Geometry {
+struct KoopmanGeometry {
   int64_t b = 0, T = 0, H = 0, r = 0, P = 0, S = 0;
   int64_t n_chunks = 0;  // ceil(T/S)
   int64_t n_ops = 0;     // operators per (batch, head): n_chunks in chunk mode, 1 in prefix mode
@@ -108,14 +108,14 @@ template <typename T> struct Grads {  // buffers to add into; null when not want
 
 // w_t = β_t m_t: weight of token t in G and C.
 template <typename T>
-ECHO_KOOPMAN_INLINE T token_weight(const Inputs<T>& in, const Geometry& g, int64_t n, int64_t t, int64_t h) {
+ECHO_KOOPMAN_INLINE T token_weight(const Inputs<T>& in, const KoopmanGeometry& g, int64_t n, int64_t t, int64_t h) {
   T w = in.beta ? in.beta[(n * g.T + t) * g.H + h] : T(1);
   if (in.mask) w *= in.mask[n * g.T + t];
   return w;
 }
 // l_t = β_t m_t m_{t-1}: weight of the lag pair (t, t-1) in M; no pair at t = 0.
 template <typename T>
-ECHO_KOOPMAN_INLINE T lag_weight(const Inputs<T>& in, const Geometry& g, int64_t n, int64_t t, int64_t h) {
+ECHO_KOOPMAN_INLINE T lag_weight(const Inputs<T>& in, const KoopmanGeometry& g, int64_t n, int64_t t, int64_t h) {
   if (t <= 0 || t >= g.T) return T(0);
   T l = token_weight(in, g, n, t, h);
   if (in.mask) l *= in.mask[n * g.T + t - 1];
@@ -131,239 +131,14 @@ template <typename F> void parallel_tasks(bool large, int64_t n, F&& f) {
     for (int64_t i = 0; i < n; ++i) f(i);
   }
 }
-inline bool is_large(const Geometry& g) {
+inline bool is_large(const KoopmanGeometry& g) {
   return g.b * g.H * g.T * (g.r + g.P) * g.r >= (int64_t(1) << 17);
 }
 
 // ---------------------------------------------------------------------------------
-// Small dense kernels on row-major matrices.
+// Small dense kernels on row-major matrices: ops/koopman_linalg.h.
 // ---------------------------------------------------------------------------------
-
-// Per-thread scratch, two independent slots (kept out of the cloned kernels so
-// that both clones share it). A kernel takes slot 0; slot 1 carries a result
-// from one kernel to the next within a task.
-template <typename T> __attribute__((noinline)) T* scratch(size_t n, int slot = 0) {
-  thread_local std::vector<T> buffers[2];
-  std::vector<T>& buffer = buffers[slot];
-  if (buffer.size() < n) buffer.resize(n);
-  return buffer.data();
-}
-
-template <typename T> ECHO_KOOPMAN_INLINE void set_zero(T* x, int64_t n) { std::memset(x, 0, sizeof(T) * n); }
-
-template <typename T> ECHO_KOOPMAN_INLINE void set_identity(T* x, int64_t r) {
-  set_zero(x, r * r);
-  for (int64_t i = 0; i < r; ++i) x[i * r + i] = T(1);
-}
-
-// B [cols×rows] = Aᵀ, A [rows×cols].
-template <typename T> ECHO_KOOPMAN_INLINE void transpose(int64_t rows, int64_t cols, const T* A, T* B) {
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < cols; ++j) B[j * rows + i] = A[i * cols + j];
-}
-
-// y += a·x
-template <typename T> ECHO_KOOPMAN_INLINE void axpy(int64_t n, T a, const T* x, T* y) {
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) y[j] += a * x[j];
-}
-
-template <typename T> ECHO_KOOPMAN_INLINE T dot(int64_t n, const T* a, const T* b) {
-  T s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t j = 0; j < n; ++j) s += a[j] * b[j];
-  return s;
-}
-
-// ⟨Aᵀ, B⟩ = Σ_ab A[b,a] B[a,b] = tr(A B) for r×r matrices.
-template <typename T> ECHO_KOOPMAN_INLINE T trace_of_product(int64_t r, const T* A, const T* B) {
-  T s = 0;
-  for (int64_t a = 0; a < r; ++a)
-    for (int64_t b = 0; b < r; ++b) s += A[b * r + a] * B[a * r + b];
-  return s;
-}
-
-// C[m×n] += alpha · A·B, A(i,l) = A[i·sai + l·sal] (so Aᵀ is free), B and C
-// row-major with leading dimensions. Blocks of 4 rows × 64 bytes of C live in
-// registers (8 accumulators of 8 floats or 4 doubles with AVX2) while l runs over
-// the whole inner dimension; the ragged edges take a plain row loop that streams
-// four rows of B per pass over a row of C.
-template <typename T>
-ECHO_KOOPMAN_INLINE void gemm_rows(int64_t i0, int64_t i1, int64_t j0, int64_t n, int64_t kd, T alpha, const T* A,
-                                   int64_t sai, int64_t sal, const T* B, int64_t ldb, T* C, int64_t ldc) {
-  for (int64_t i = i0; i < i1; ++i) {
-    T* c = C + i * ldc + j0;
-    const T* a = A + i * sai;
-    const T* b = B + j0;
-    const int64_t w = n - j0;
-    int64_t l = 0;
-    for (; l + 4 <= kd; l += 4) {
-      const T a0 = alpha * a[l * sal], a1 = alpha * a[(l + 1) * sal];
-      const T a2 = alpha * a[(l + 2) * sal], a3 = alpha * a[(l + 3) * sal];
-      const T* b0 = b + l * ldb;
-#pragma omp simd
-      for (int64_t j = 0; j < w; ++j) c[j] += a0 * b0[j] + a1 * b0[ldb + j] + a2 * b0[2 * ldb + j] + a3 * b0[3 * ldb + j];
-    }
-    for (; l < kd; ++l) axpy(w, alpha * a[l * sal], b + l * ldb, c);
-  }
-}
-
-// One kRows × kCols block of C, accumulated in registers over the whole inner dimension.
-template <int kRows, int kCols, typename T>
-ECHO_KOOPMAN_INLINE void gemm_block(int64_t i0, int64_t j0, int64_t kd, T alpha, const T* A, int64_t sai, int64_t sal,
-                                    const T* B, int64_t ldb, T* C, int64_t ldc) {
-  T acc[kRows][kCols] = {};
-  const T* a = A + i0 * sai;
-  const T* b = B + j0;
-  for (int64_t l = 0; l < kd; ++l) {
-    const T* bl = b + l * ldb;
-#pragma GCC unroll 4
-    for (int rho = 0; rho < kRows; ++rho) {
-      const T x = a[rho * sai + l * sal];
-#pragma omp simd
-      for (int j = 0; j < kCols; ++j) acc[rho][j] += x * bl[j];
-    }
-  }
-#pragma GCC unroll 4
-  for (int rho = 0; rho < kRows; ++rho) {
-    T* c = C + (i0 + rho) * ldc + j0;
-#pragma omp simd
-    for (int j = 0; j < kCols; ++j) c[j] += alpha * acc[rho][j];
-  }
-}
-
-template <typename T>
-ECHO_KOOPMAN_INLINE void gemm_acc(int64_t m, int64_t n, int64_t kd, T alpha, const T* A, int64_t sai, int64_t sal,
-                                  const T* B, int64_t ldb, T* C, int64_t ldc) {
-  constexpr int kRows = 4;
-  constexpr int kCols = 64 / sizeof(T);  // two AVX2 registers per row
-  constexpr int kHalf = kCols / 2;
-  const int64_t m_blocked = m - m % kRows;
-  for (int64_t i0 = 0; i0 < m_blocked; i0 += kRows) {
-    int64_t j0 = 0;
-    for (; j0 + kCols <= n; j0 += kCols) gemm_block<kRows, kCols>(i0, j0, kd, alpha, A, sai, sal, B, ldb, C, ldc);
-    if (j0 + kHalf <= n) {
-      gemm_block<kRows, kHalf>(i0, j0, kd, alpha, A, sai, sal, B, ldb, C, ldc);
-      j0 += kHalf;
-    }
-    if (j0 < n) gemm_rows(i0, i0 + kRows, j0, n, kd, alpha, A, sai, sal, B, ldb, C, ldc);
-  }
-  if (m_blocked < m) gemm_rows(m_blocked, m, 0, n, kd, alpha, A, sai, sal, B, ldb, C, ldc);
-}
-
-// X[r×n] ← L⁻¹ X (forward substitution; L lower triangular r×r).
-template <typename T>
-ECHO_KOOPMAN_INLINE void solve_lower(int64_t r, int64_t n, const T* L, T* X, int64_t ldx) {
-  for (int64_t i = 0; i < r; ++i) {
-    T* xi = X + i * ldx;
-    const T* li = L + i * r;
-    int64_t k = 0;
-    for (; k + 4 <= i; k += 4) {
-      const T l0 = li[k], l1 = li[k + 1], l2 = li[k + 2], l3 = li[k + 3];
-      const T* x0 = X + k * ldx;
-#pragma omp simd
-      for (int64_t j = 0; j < n; ++j) xi[j] -= l0 * x0[j] + l1 * x0[ldx + j] + l2 * x0[2 * ldx + j] + l3 * x0[3 * ldx + j];
-    }
-    for (; k < i; ++k) axpy(n, -li[k], X + k * ldx, xi);
-    const T d = li[i];
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) xi[j] /= d;
-  }
-}
-
-// X[r×n] ← L⁻ᵀ X (back substitution with Lᵀ).
-template <typename T>
-ECHO_KOOPMAN_INLINE void solve_lower_t(int64_t r, int64_t n, const T* L, T* X, int64_t ldx) {
-  for (int64_t i = r - 1; i >= 0; --i) {
-    T* xi = X + i * ldx;
-    int64_t k = i + 1;
-    for (; k + 4 <= r; k += 4) {
-      const T l0 = L[k * r + i], l1 = L[(k + 1) * r + i], l2 = L[(k + 2) * r + i], l3 = L[(k + 3) * r + i];
-      const T* x0 = X + k * ldx;
-#pragma omp simd
-      for (int64_t j = 0; j < n; ++j) xi[j] -= l0 * x0[j] + l1 * x0[ldx + j] + l2 * x0[2 * ldx + j] + l3 * x0[3 * ldx + j];
-    }
-    for (; k < r; ++k) axpy(n, -L[k * r + i], X + k * ldx, xi);
-    const T d = L[i * r + i];
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) xi[j] /= d;
-  }
-}
-
-// X ← L⁻¹ Xᵀ L⁻ᵀ, i.e. (L⁻¹ X L⁻ᵀ)ᵀ: two solves around a transpose. tmp: r×r.
-template <typename T> ECHO_KOOPMAN_INLINE void sandwich_lower(int64_t r, const T* L, T* X, T* tmp) {
-  solve_lower(r, r, L, X, r);
-  transpose(r, r, X, tmp);
-  solve_lower(r, r, L, tmp, r);
-  std::memcpy(X, tmp, sizeof(T) * r * r);
-}
-// X ← L⁻ᵀ Xᵀ L⁻¹, i.e. (L⁻ᵀ X L⁻¹)ᵀ.
-template <typename T> ECHO_KOOPMAN_INLINE void sandwich_lower_t(int64_t r, const T* L, T* X, T* tmp) {
-  solve_lower_t(r, r, L, X, r);
-  transpose(r, r, X, tmp);
-  solve_lower_t(r, r, L, tmp, r);
-  std::memcpy(X, tmp, sizeof(T) * r * r);
-}
-
-// Lower Cholesky factor of A + jitter·I (A symmetric). A pivot that is not above
-// eps·max_i(A_ii + jitter) counts as a failure: such a matrix is singular to
-// working precision, and a factor built on rounding noise would be garbage.
-template <typename T> ECHO_KOOPMAN_INLINE bool cholesky(int64_t r, const T* A, T jitter, T* L) {
-  T max_diag = 0;
-  for (int64_t i = 0; i < r; ++i) max_diag = std::max(max_diag, A[i * r + i] + jitter);
-  const T tol = std::numeric_limits<T>::epsilon() * max_diag;
-  for (int64_t i = 0; i < r; ++i) {
-    T* li = L + i * r;
-    for (int64_t j = 0; j <= i; ++j) {
-      const T* lj = L + j * r;
-      T s = A[i * r + j] - dot(j, li, lj);
-      if (i == j) {
-        s += jitter;
-        if (!(s > tol)) return false;  // also catches NaN
-        li[i] = std::sqrt(s);
-      } else {
-        li[j] = s / lj[j];
-      }
-    }
-    for (int64_t j = i + 1; j < r; ++j) li[j] = T(0);
-  }
-  return true;
-}
-
-// Spec §1.4 step 1: Cholesky; if it fails, G + 1e-4·I. Beyond the spec: should
-// that fail too (f32 statistics of a very long run of one repeated key), the
-// jitter grows tenfold a few times, so that the output stays finite. Only
-// non-finite statistics get through all attempts, and then L (hence y) is NaN.
-template <typename T> ECHO_KOOPMAN_INLINE void cholesky_with_retry(int64_t r, const T* A, T* L) {
-  if (cholesky(r, A, T(0), L)) return;
-  T jitter = T(1e-4);
-  for (int attempt = 0; attempt < 10; ++attempt, jitter *= T(10))
-    if (cholesky(r, A, jitter, L)) return;
-  std::fill(L, L + r * r, std::numeric_limits<T>::quiet_NaN());
-}
-
-// σ̂ by the spec's power iteration on W (given Wᵀ): v₀ = 𝟙/√r; repeat
-// u = Wv/max(‖Wv‖,1e-8), v = Wᵀu/max(‖Wᵀu‖,1e-8); σ̂ = ‖Wv‖.
-template <typename T> ECHO_KOOPMAN_INLINE T power_sigma(int64_t r, const T* Wt, int iters, T* u, T* v) {
-  const T floor = T(1e-8);
-  for (int64_t i = 0; i < r; ++i) v[i] = T(1) / std::sqrt(T(r));
-  auto apply_W = [&](const T* x, T* out) {  // out = W x = Σ_j x_j Wᵀ[j,:]
-    set_zero(out, r);
-    for (int64_t j = 0; j < r; ++j) axpy(r, x[j], Wt + j * r, out);
-  };
-  for (int it = 0; it < iters; ++it) {
-    apply_W(v, u);
-    T nu = std::sqrt(dot(r, u, u));
-    nu = std::max(nu, floor);
-    for (int64_t i = 0; i < r; ++i) u[i] /= nu;
-    for (int64_t i = 0; i < r; ++i) v[i] = dot(r, Wt + i * r, u);  // Wᵀu
-    T nv = std::sqrt(dot(r, v, v));
-    nv = std::max(nv, floor);
-    for (int64_t i = 0; i < r; ++i) v[i] /= nv;
-  }
-  apply_W(v, u);
-  return std::sqrt(dot(r, u, u));
-}
+#include "ops/koopman_linalg.h"
 
 template <typename T> ECHO_KOOPMAN_INLINE T filter_coefficient(const T* coef, int K, int j) {
   return coef ? coef[j] : (j == K ? T(1) : T(0));
@@ -430,7 +205,7 @@ ECHO_KOOPMAN_CLONES void build_operator(int64_t r, int64_t P, int K, int iters, 
 // Phase 1: the statistics of one chunk's own tokens.
 // ---------------------------------------------------------------------------------
 template <typename T>
-ECHO_KOOPMAN_CLONES void chunk_statistics(const Geometry& g, const Inputs<T>& in, int64_t n, int64_t h,
+ECHO_KOOPMAN_CLONES void chunk_statistics(const KoopmanGeometry& g, const Inputs<T>& in, int64_t n, int64_t h,
                                           int64_t c, T* dG, T* dM, T* dCt) {
   const int64_t r = g.r, P = g.P, ldk = g.H * r, ldv = g.H * P;
   const int64_t t0 = g.chunk_begin(c), len = g.chunk_end(c) - t0;
@@ -459,7 +234,7 @@ ECHO_KOOPMAN_CLONES void chunk_statistics(const Geometry& g, const Inputs<T>& in
 
 // Phase 4: Y = Q Rᵀ for one chunk's queries (y rows are written, not added).
 template <typename T>
-ECHO_KOOPMAN_CLONES void chunk_readout(const Geometry& g, const Inputs<T>& in, int64_t n, int64_t h, int64_t c,
+ECHO_KOOPMAN_CLONES void chunk_readout(const KoopmanGeometry& g, const Inputs<T>& in, int64_t n, int64_t h, int64_t c,
                                        const T* Rt, T* y) {
   const int64_t r = g.r, P = g.P, ldq = g.H * r, ldy = g.H * P;
   const int64_t t0 = g.chunk_begin(c), len = g.chunk_end(c) - t0;
@@ -499,7 +274,7 @@ template <typename T> void reverse_exclusive_prefix(T* x, int64_t count, int64_t
 // The whole forward on the CPU. local_G/M/Ct: [b,H,n_chunks,..] chunk statistics
 // (the same memory as st.G/M/Ct in chunk mode, where the prefix is taken in place).
 template <typename T>
-void forward_cpu(const Geometry& g, const Inputs<T>& in, const OperatorState<T>& st, T* local_G, T* local_M,
+void forward_cpu(const KoopmanGeometry& g, const Inputs<T>& in, const OperatorState<T>& st, T* local_G, T* local_M,
                  T* local_Ct, T* y) {
   const int64_t r = g.r, P = g.P, rr = r * r, rP = r * P, BH = g.b * g.H, nC = g.n_chunks;
   const bool large = is_large(g);
@@ -648,7 +423,7 @@ ECHO_KOOPMAN_CLONES void operator_backward(int64_t r, int64_t P, int K, T s, con
 
 // dRᵀ = Σ_t q_t dy_tᵀ over an operator's queries.
 template <typename T>
-ECHO_KOOPMAN_CLONES void readout_backward(const Geometry& g, const Inputs<T>& in, int64_t n, int64_t h, int64_t o,
+ECHO_KOOPMAN_CLONES void readout_backward(const KoopmanGeometry& g, const Inputs<T>& in, int64_t n, int64_t h, int64_t o,
                                           const T* dy, T* dRt) {
   const int64_t r = g.r, P = g.P, ldq = g.H * r, ldy = g.H * P;
   const int64_t t0 = g.query_begin(o), len = g.query_end(o) - t0;
@@ -662,7 +437,7 @@ ECHO_KOOPMAN_CLONES void readout_backward(const Geometry& g, const Inputs<T>& in
 // statistics (the reverse exclusive prefix of the operators' gradients); dM_next:
 // that of the chunk holding the lag pair (t1, t1-1) that crosses the chunk's end.
 template <typename T>
-ECHO_KOOPMAN_CLONES void chunk_token_backward(const Geometry& g, const Inputs<T>& in, int64_t n, int64_t h,
+ECHO_KOOPMAN_CLONES void chunk_token_backward(const KoopmanGeometry& g, const Inputs<T>& in, int64_t n, int64_t h,
                                               int64_t c, const T* Rt, const T* dy, const T* dG, const T* dM,
                                               const T* dCt, const T* dM_next, const Grads<T>& gr) {
   const int64_t r = g.r, P = g.P, ldk = g.H * r, ldv = g.H * P;
@@ -730,7 +505,7 @@ ECHO_KOOPMAN_CLONES void chunk_token_backward(const Geometry& g, const Inputs<T>
 }
 
 template <typename T>
-void backward_cpu(const Geometry& g, const Inputs<T>& in, const OperatorState<T>& st, const T* dy,
+void backward_cpu(const KoopmanGeometry& g, const Inputs<T>& in, const OperatorState<T>& st, const T* dy,
                   const Grads<T>& gr) {
   const int64_t r = g.r, P = g.P, rr = r * r, rP = r * P, BH = g.b * g.H, nC = g.n_chunks, nO = g.n_ops;
   const int K = g.K;
@@ -809,14 +584,14 @@ void check_options(const KoopmanOptions& o) {
   op_check(std::isfinite(o.ridge) && o.ridge >= 0, kOp, "ridge must be finite and >= 0, got " + std::to_string(o.ridge));
 }
 
-Geometry check_inputs(const Tensor& k, const Tensor& q, const Tensor& v, const Tensor& gamma, const Tensor& beta,
+KoopmanGeometry check_inputs(const Tensor& k, const Tensor& q, const Tensor& v, const Tensor& gamma, const Tensor& beta,
                       const Tensor& mask, const Tensor& coef, const KoopmanOptions& o) {
   op_check(k.defined() && q.defined() && v.defined() && gamma.defined(), kOp, "k, q, v and gamma are required");
   check_floating_same(kOp, {&k, &q, &v, &gamma, &beta, &coef}, /*cuda_float64=*/true);
   check_options(o);
   check_rank(kOp, "k", k, 4);
   check_rank(kOp, "v", v, 4);
-  Geometry g;
+  KoopmanGeometry g;
   g.b = k.size(0);
   g.T = k.size(1);
   g.H = k.size(2);
@@ -860,7 +635,7 @@ struct Buffers {  // the per-operator tensors of one call (kept for backward)
   Tensor local_G, local_M, local_Ct;  // prefix mode: per-chunk statistics before the sum
 };
 
-Buffers allocate_buffers(const Geometry& g, DType dtype, Device device) {
+Buffers allocate_buffers(const KoopmanGeometry& g, DType dtype, Device device) {
   Buffers b;
   const int64_t BH = g.b * g.H;
   b.G = Tensor::empty({g.b, g.H, g.n_ops, g.r, g.r}, dtype, device);
@@ -913,7 +688,7 @@ template <typename T> OperatorState<T> make_state(Buffers& b) {
 }
 
 #if ECHO_HAVE_CUDA
-gpu::KoopmanDims gpu_dims(const Geometry& g) {
+gpu::KoopmanDims gpu_dims(const KoopmanGeometry& g) {
   // The kernels index in int: blocks b·H·n_chunks (and b·H·tiles of the statistics) and T.
   const int64_t blocks = g.b * g.H * std::max<int64_t>(g.n_chunks, (2 * g.r * g.r + g.r * g.P + 255) / 256);
   if (blocks > INT_MAX || g.T > INT_MAX)
@@ -945,7 +720,7 @@ template <typename F> void dispatch_cuda(DType dtype, F&& f) {
 #endif
 
 // Runs phases 1-4 (y may be undefined: operators only).
-void run_forward(const Geometry& g, const Tensor& k, const Tensor& q, const Tensor& v, const Tensor& gamma,
+void run_forward(const KoopmanGeometry& g, const Tensor& k, const Tensor& q, const Tensor& v, const Tensor& gamma,
                  const Tensor& beta, const Tensor& mask_w, const Tensor& coef, Buffers& buf, Tensor& y) {
   if (on_cuda(k)) {
 #if ECHO_HAVE_CUDA
@@ -978,7 +753,7 @@ void run_forward(const Geometry& g, const Tensor& k, const Tensor& q, const Tens
 // ---------------------------------------------------------------------------------
 Tensor koopman_fit(const Tensor& k, const Tensor& q, const Tensor& v, const Tensor& gamma, const Tensor& beta,
                    const Tensor& mask, const Tensor& coef, const KoopmanOptions& options) {
-  const Geometry g = check_inputs(k, q, v, gamma, beta, mask, coef, options);
+  const KoopmanGeometry g = check_inputs(k, q, v, gamma, beta, mask, coef, options);
   const DType dtype = k.dtype();
   const Device device = k.device();
   Tensor y = Tensor::empty({g.b, g.T, g.H, g.P}, dtype, device);
@@ -1052,7 +827,7 @@ Tensor koopman_fit_sigma(const Tensor& k, const Tensor& beta, const Tensor& mask
   check_rank(kOp, "k", kc, 4);
   const Tensor v = Tensor::zeros({kc.size(0), kc.size(1), kc.size(2), 1}, kc.dtype());
   const Tensor gamma = Tensor::scalar(1.0, kc.dtype());
-  const Geometry g = check_inputs(kc, kc, v, gamma, bc, mc, Tensor(), options);
+  const KoopmanGeometry g = check_inputs(kc, kc, v, gamma, bc, mc, Tensor(), options);
   if (kc.numel() == 0) return Tensor::zeros({g.b, g.H, g.n_ops}, kc.dtype());
   const Tensor mask_w = mask_as_weights(mc, kc.dtype());
   Buffers buf = allocate_buffers(g, kc.dtype(), Device::CPU);
