@@ -52,15 +52,29 @@ __device__ inline void load_tile(float* tile, int ld, const float* x, const Dims
   }
 }
 
-__global__ void rope_kernel(const float* x, float* y, int64_t n, int64_t T, int64_t H, int64_t dh, double base,
-                            int64_t pos_offset, bool inverse, bool accumulate) {
+// The rotation of each (position, pair): table[(t·half + j)·2 + {0, 1}] =
+// cos, sin of θ = (t + pos_offset)·base^(−2j/dh), computed in double and rounded
+// once (as the CPU does), for the T positions of a call — B·H times fewer
+// evaluations of pow/cos/sin than computing them per element.
+__global__ void rope_table_kernel(float* table, int64_t T, int64_t dh, double base, int64_t pos_offset) {
+  const int64_t half = dh / 2;
+  ECHO_GRID_STRIDE(p, T * half) {  // p = t·half + j
+    const int64_t t = p / half + pos_offset, j = p % half;
+    const double angle = (double)t * pow(base, -2.0 * (double)j / (double)dh);
+    table[2 * p] = (float)cos(angle);
+    table[2 * p + 1] = (float)sin(angle);
+  }
+}
+
+// inverse: the transpose rotation (sin negated: −(float)sin θ = (float)(−sin θ)).
+__global__ void rope_kernel(const float* x, float* y, const float* table, int64_t n, int64_t T, int64_t H,
+                            int64_t dh, bool inverse, bool accumulate) {
   const int64_t half = dh / 2;
   ECHO_GRID_STRIDE(p, n) {  // p = row·half + j
     const int64_t row = p / half, j = p % half;
-    const int64_t t = (row / H) % T + pos_offset;
-    const double angle = (double)t * pow(base, -2.0 * (double)j / (double)dh);
-    const float c = (float)cos(angle);
-    const float s = (float)(inverse ? -sin(angle) : sin(angle));
+    const int64_t t = (row / H) % T;
+    const float c = table[2 * (t * half + j)];
+    const float s = inverse ? -table[2 * (t * half + j) + 1] : table[2 * (t * half + j) + 1];
     const float* xr = x + row * dh;
     float* yr = y + row * dh;
     const float a = xr[j], b = xr[j + half];
@@ -262,11 +276,15 @@ size_t tile_floats(int64_t dh) { return (size_t)kTile * (dh + 1); }
 
 }  // namespace
 
+int64_t rope_table_floats(int64_t T, int64_t dh) { return T * dh; }
+
 void causal_attention_rope(const float* x, float* y, int64_t B, int64_t T, int64_t H, int64_t dh, double base,
-                           int64_t pos_offset, bool inverse, bool accumulate) {
+                           int64_t pos_offset, bool inverse, bool accumulate, float* table) {
   const int64_t n = B * T * H * (dh / 2);
   if (n == 0) return;
-  ECHO_LAUNCH(rope_kernel, grid_for(n), kThreads)(x, y, n, T, H, dh, base, pos_offset, inverse, accumulate);
+  ECHO_LAUNCH(rope_table_kernel, grid_for(T * (dh / 2)), kThreads)(table, T, dh, base, pos_offset);
+  check_launch("causal_attention rope table");
+  ECHO_LAUNCH(rope_kernel, grid_for(n), kThreads)(x, y, table, n, T, H, dh, inverse, accumulate);
   check_launch("causal_attention rope");
 }
 

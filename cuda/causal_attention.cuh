@@ -5,9 +5,11 @@ namespace echo::gpu {
 constexpr int64_t kAttentionMaxHeadDim = 128;  // 32 lanes × 4 registers per row
 
 // RoPE on x [B,T,H,dh] at positions pos_offset..; inverse applies the transpose
-// rotation; accumulate adds into y instead of writing it.
+// rotation; accumulate adds into y instead of writing it. table: scratch of
+// rope_table_floats(T, dh) floats on the device (the cos/sin of each position).
+int64_t rope_table_floats(int64_t T, int64_t dh);
 void causal_attention_rope(const float* x, float* y, int64_t B, int64_t T, int64_t H, int64_t dh, double base,
-                           int64_t pos_offset, bool inverse, bool accumulate);
+                           int64_t pos_offset, bool inverse, bool accumulate, float* table);
 // q, k already rotated; o [B,T,H,dh]; lse [B,H,T] = log Σ_j exp(s_ij).
 void causal_attention_forward(const float* q, const float* k, const float* v, float* o, float* lse, int64_t B,
                               int64_t T, int64_t H, int64_t dh);

@@ -328,7 +328,9 @@ Tensor rope_apply(const Tensor& x, double base, int64_t pos_offset, bool inverse
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   if (on_cuda(x)) {
 #if ECHO_HAVE_CUDA
-    gpu::causal_attention_rope(x.data<float>(), y.data<float>(), B, T_len, H, dh, base, pos_offset, inverse, false);
+    Tensor table = Tensor::empty({std::max<int64_t>(1, gpu::rope_table_floats(T_len, dh))}, DType::F32, x.device());
+    gpu::causal_attention_rope(x.data<float>(), y.data<float>(), B, T_len, H, dh, base, pos_offset, inverse, false,
+                               table.data<float>());
 #else
     no_cuda_build(kRopeOp);
 #endif
@@ -396,12 +398,14 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, doubl
                                               y.data<float>(), lse.data<float>(), gy[0].data<float>(),
                                               D.data<float>(), ptr<float>(dq_rot), ptr<float>(dk_rot),
                                               ptr<float>(g[2]), L.B, L.T, L.H, L.dh);
+               Tensor table =
+                   Tensor::empty({std::max<int64_t>(1, gpu::rope_table_floats(L.T, L.dh))}, DType::F32, dev);
                if (g[0].defined())
                  gpu::causal_attention_rope(dq_rot.data<float>(), g[0].data<float>(), L.B, L.T, L.H, L.dh,
-                                            rope_base, 0, true, true);
+                                            rope_base, 0, true, true, table.data<float>());
                if (g[1].defined())
                  gpu::causal_attention_rope(dk_rot.data<float>(), g[1].data<float>(), L.B, L.T, L.H, L.dh,
-                                            rope_base, 0, true, true);
+                                            rope_base, 0, true, true, table.data<float>());
 #endif
              } else {
                dispatch_floating(dt, kOp, [&](auto t) {
