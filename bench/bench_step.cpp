@@ -101,13 +101,14 @@ nlohmann::json bench_step(const StepBenchConfig& c) {
   for (const auto& p : model->params().all()) refs.push_back({p.name, p.tensor, !no_weight_decay(p.name)});
   AdamW optimizer(refs, {0.9, 0.95, 1e-8, 0.1});
 
-  // Random tokens, every position scored: the work of a text step.
+  // Random tokens, every position scored: the work of a text step. On the host,
+  // as the trainer gives them: the model uploads them.
   Rng rng(c.seed + 1);
   const int64_t V = c.model.vocab_size;
   auto random_ids = [&] {
     std::vector<int64_t> ids(static_cast<size_t>(c.batch * c.seq));
     for (auto& id : ids) id = rng.randint(0, V);
-    return Tensor::from_ints(ids, {c.batch, c.seq}, DType::I32, c.device);
+    return Tensor::from_ints(ids, {c.batch, c.seq}, DType::I32, Device::CPU);
   };
   const Tensor tokens = random_ids(), targets = random_ids();
 

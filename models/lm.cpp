@@ -139,7 +139,10 @@ Tensor LanguageModel::hidden(const Tensor& tokens_in, const Tensor& mask_in) {
   if (mask_in.defined() && mask_in.shape() != tokens_in.shape())
     throw std::runtime_error("model.forward: mask must have shape " + shape_str(tokens_in.shape()) + ", got " +
                              mask_in.describe());
-  Tensor tokens = tokens_in.to(device_);
+  // Token ids given on the host stay there: the embedding uploads them itself and
+  // checks them and builds its backward index from the host copy, so a training
+  // step copies nothing back from the device for them.
+  Tensor tokens = tokens_in.device() == Device::CPU ? tokens_in : tokens_in.to(device_);
   Tensor mask = mask_in.defined() ? mask_in.to(device_) : Tensor();
   const double eps = config_.norm_eps;
   Tensor x = embedding(embedding_, tokens);  // [b,T,d]
@@ -155,7 +158,10 @@ Tensor LanguageModel::loss(const Tensor& tokens, const Tensor& targets, const Te
     throw std::runtime_error("model.loss: targets must be an integer tensor of shape " +
                              shape_str(tokens.shape()) + ", got " + targets.describe());
   // The LM head and the loss in row chunks: the [b·T, V] logits are never whole.
-  return linear_cross_entropy(hidden(tokens, mask), embedding_, targets.to(device_));
+  // Targets given on the host stay there (checked and counted on the host, then
+  // uploaded by the loss), like the token ids.
+  return linear_cross_entropy(hidden(tokens, mask), embedding_,
+                              targets.device() == Device::CPU ? targets : targets.to(device_));
 }
 
 DecodeState LanguageModel::make_decode_state(int64_t batch) const {

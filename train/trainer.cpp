@@ -294,8 +294,8 @@ TrainSummary train(const TrainOptions& opt_in) {
       dist::Share share = dist::take_share(global);  // the whole batch, weight 1, in one process
       const Batch& b = share.batch;
       const double w = share.weight / o.grad_accum;
-      Tensor loss = model->loss(b.tokens.to(device), b.targets.to(device),
-                                b.mask.defined() ? b.mask.to(device) : Tensor());
+      // Ids and targets go as host tensors: the model uploads them (no copy back).
+      Tensor loss = model->loss(b.tokens, b.targets, b.mask.defined() ? b.mask.to(device) : Tensor());
       Tensor scaled = w != 1.0 ? scale(loss, w) : loss;
       scaled.backward();
       double l = loss.item();

@@ -466,3 +466,41 @@ TEST(TrainerCuda, BinaryTrainsAndGeneratesOnTheCudaDevice) {
                          dir);
   EXPECT_EQ(g.status, 0) << g.err;
 }
+
+// A training step on the device (forward, backward, the gradient statistics,
+// clipping, AdamW), with the token ids and targets given on the host as the
+// trainer gives them, makes the host wait at most twice: the loss value and the
+// gradient statistics are the only things copied back.
+TEST(TrainerCuda, AStepCopiesOnlyTheLossAndTheGradientStatisticsBack) {
+  ECHO_REQUIRE_GPU();
+  const ModelConfig config = tiny_model_config("MSA");
+  auto model = make_model(config, 5);
+  model->to(Device::CUDA);
+  std::vector<ParamRef> refs;
+  for (const auto& p : model->params().all()) refs.push_back({p.name, p.tensor, true});
+  AdamW optimizer(refs, AdamWConfig{});
+  Rng rng(6);
+  auto ids = [&] {
+    std::vector<int64_t> v(2 * 12);
+    for (auto& id : v) id = rng.randint(0, config.vocab_size);
+    return Tensor::from_ints(v, {2, 12}, DType::I32, Device::CPU);
+  };
+  const Tensor tokens = ids(), targets = ids();
+  double last_loss = 0;
+  auto step = [&] {
+    optimizer.zero_grad();
+    Tensor loss = model->loss(tokens, targets);
+    loss.backward();
+    last_loss = loss.item();
+    const GradStats grads = grad_stats(refs);
+    if (std::isfinite(last_loss) && grads.finite && grads.norm() > 1.0) scale_grads(refs, 1.0 / grads.norm());
+    optimizer.step(1e-3);
+  };
+  step();  // allocator warm-up
+  const HostSyncCounts before = host_sync_counts();
+  step();
+  const HostSyncCounts after = host_sync_counts();
+  EXPECT_TRUE(std::isfinite(last_loss));
+  EXPECT_EQ(after.device_to_host_copies - before.device_to_host_copies, 2) << "the loss and the gradient statistics";
+  EXPECT_EQ(after.synchronizations - before.synchronizations, 0);
+}
