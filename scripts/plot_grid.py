@@ -93,7 +93,9 @@ def main():
             for e in r["eval"]:
                 rows.append({
                     "cell": cid, "label": r["label"], "train_tasks": " ".join(train_tasks),
-                    "steps": r["steps"], "train_seed": r.get("train_seed"), "eval_seed": r["eval_seed"],
+                    # steps trained: the budget, or where the cell stopped early
+                    "steps": r.get("final_step", r["steps"]), "train_seed": r.get("train_seed"),
+                    "eval_seed": r["eval_seed"],
                     "eval_task": e["task"], "in_distribution": e["task"] in train_tasks,
                     "accuracy": e["accuracy"], "per_slot": " ".join(fmt(p) for p in e["per_slot"]),
                     "chance_uniform": e["chance_uniform"], "chance_informed": e["chance_informed"],
