@@ -33,16 +33,13 @@ TEST_P(CudaFloat64Op, BackwardMatchesCentralDifferences) {
   ECHO_REQUIRE_GPU();
   const RunnerOp* op = find_runner_op(GetParam());
   ASSERT_NE(op, nullptr);
-  {
-    const uint64_t seed = 1;
-    PoisonGuard poison;
-    GradcheckResult r = gradcheck_op(*op, seed, GradcheckOptions{}, nullptr, Device::CUDA);
-    EXPECT_TRUE(r.ok) << op->name << " seed " << seed << ":\n" << r.report();
-    ASSERT_FALSE(r.inputs.empty());
-    for (const auto& in : r.inputs) {
-      EXPECT_GT(in.checked, 0) << in.name;
-      EXPECT_GT(in.gradient_scale, 1e-3) << in.name << ": gradients this small check nothing";
-    }
+  PoisonGuard poison;
+  const GradcheckResult r = gradcheck_op(*op, /*seed=*/1, GradcheckOptions{}, nullptr, Device::CUDA);
+  EXPECT_TRUE(r.ok) << op->name << ":\n" << r.report();
+  ASSERT_FALSE(r.inputs.empty());
+  for (const auto& in : r.inputs) {
+    EXPECT_GT(in.checked, 0) << in.name;
+    EXPECT_GT(in.gradient_scale, 1e-3) << in.name << ": gradients this small check nothing";
   }
 }
 
