@@ -1,7 +1,9 @@
 #include "autograd/tape.h"
 
+#include <chrono>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
 namespace echo {
 
@@ -37,6 +39,35 @@ const Tensor& Node::saved(size_t i) const {
   return t;
 }
 
+namespace {
+struct OpProfile {
+  bool on = false;
+  std::chrono::steady_clock::time_point mark;
+  std::map<std::string, OpTimes> times;
+};
+OpProfile& op_profile() {
+  static OpProfile p;
+  return p;
+}
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+}  // namespace
+
+void op_profile_enable(bool on) {
+  op_profile().on = on;
+  op_profile_mark();
+}
+void op_profile_mark() { op_profile().mark = std::chrono::steady_clock::now(); }
+void op_profile_add(const std::string& name, double forward_s, double backward_s) {
+  OpTimes& t = op_profile().times[name];
+  t.forward_s += forward_s;
+  t.backward_s += backward_s;
+  t.forward_calls += forward_s > 0;
+  t.backward_calls += backward_s > 0;
+}
+std::map<std::string, OpTimes> op_profile_take() { return std::exchange(op_profile().times, {}); }
+
 void Node::release() {
   inputs.clear();
   saved_tensors.clear();
@@ -47,6 +78,12 @@ void Node::release() {
 void record(const std::string& name, const std::vector<Tensor>& inputs,
             const std::vector<Tensor>& outputs, const std::vector<Tensor>& saved,
             BackwardFn backward) {
+  if (op_profile().on) {
+    OpTimes& t = op_profile().times[name];
+    t.forward_s += seconds_since(op_profile().mark);
+    ++t.forward_calls;
+    op_profile_mark();
+  }
   auto node = std::make_shared<Node>();
   node->name = name;
   node->inputs = inputs;
@@ -110,6 +147,8 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
     if (!node->backward)
       throw std::runtime_error("backward through " + node->name +
                                " a second time: the graph is freed after the first backward");
+    const bool profiling = op_profile().on;
+    const auto t_zero = std::chrono::steady_clock::now();
     std::vector<Tensor> grad_outputs;
     std::vector<std::shared_ptr<TensorImpl>> alive;
     for (size_t i = 0; i < node->outputs.size(); ++i) {
@@ -125,7 +164,15 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
       if (!in.impl()->grad.defined()) in.impl()->grad = Tensor::zeros(in.shape(), in.dtype(), in.device());
       grad_inputs[i] = in.impl()->grad;
     }
+    const auto t_backward = std::chrono::steady_clock::now();
     node->backward(*node, grad_outputs, grad_inputs);
+    if (profiling) {
+      OpTimes& t = op_profile().times[node->name];
+      t.backward_s += seconds_since(t_backward);
+      ++t.backward_calls;
+      op_profile().times["(zero gradient buffers)"].backward_s +=
+          std::chrono::duration<double>(t_backward - t_zero).count();
+    }
     // Intermediate gradients are not needed once their node has run.
     for (auto& out : alive)
       if (out && out->grad_fn && !out->retain_grad) out->grad = Tensor();

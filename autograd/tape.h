@@ -11,6 +11,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -64,5 +65,20 @@ class NoGrad {
 
 // Reverse pass over the graph that produced `roots`, seeded with `seeds`.
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& seeds);
+
+// Per-op wall time, off unless enabled (`echo-lm bench step --profile`). A
+// forward op is charged the host time from the previous mark or record() to its
+// own record() (its arithmetic and whatever model code ran just before it); a
+// backward op the time of its backward function. The tape's zero-filling of
+// fresh gradient buffers is charged to "(zero gradient buffers)". On CUDA these
+// are host times of asynchronous launches, not kernel times.
+struct OpTimes {
+  double forward_s = 0, backward_s = 0;
+  int64_t forward_calls = 0, backward_calls = 0;
+};
+void op_profile_enable(bool on);
+void op_profile_mark();                           // the next forward interval starts now
+void op_profile_add(const std::string& name, double forward_s, double backward_s);  // time spent outside ops
+std::map<std::string, OpTimes> op_profile_take();  // the times so far; resets them
 
 }  // namespace echo

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <numeric>
 #include <stdexcept>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "autograd/device.h"
 #include "autograd/parallel.h"
 #include "autograd/random.h"
+#include "autograd/tape.h"
 #include "bench/bench_causal_attention.h"
 #include "bench/bench_koopman_fit.h"
 #include "bench/bench_ssd_scan.h"
@@ -113,16 +115,30 @@ nlohmann::json bench_step(const StepBenchConfig& c) {
   const Tensor tokens = random_ids(), targets = random_ids();
 
   // One step as train/trainer.cpp runs it in one process without logging.
+  // With --profile the steps after the warm-up charge their time to the ops
+  // (autograd/tape.h) and to the trainer's own phases, named in parentheses.
+  bool profiling = false;
+  auto phase_end = [&](const char* name, std::chrono::steady_clock::time_point& since) {
+    auto now = std::chrono::steady_clock::now();
+    if (profiling) op_profile_add(name, 0, std::chrono::duration<double>(now - since).count());
+    since = now;
+  };
   auto step = [&] {
+    auto t = std::chrono::steady_clock::now();
     optimizer.zero_grad();
+    op_profile_mark();
     Tensor loss = model->loss(tokens, targets);
+    t = std::chrono::steady_clock::now();
     loss.backward();
     const double l = loss.item();
+    t = std::chrono::steady_clock::now();
     const GradStats grads = grad_stats(refs);
     const bool finite = std::isfinite(l) && grads.finite;
     const double norm = finite ? grads.norm() : NAN;
     if (finite && norm > 1.0) scale_grads(refs, 1.0 / norm);
+    phase_end("(gradient norm, finiteness, clip)", t);
     if (finite) optimizer.step(1e-4);
+    phase_end("(AdamW)", t);
   };
   for (int i = 0; i < c.warmup; ++i) step();
   device_synchronize();
@@ -130,6 +146,11 @@ nlohmann::json bench_step(const StepBenchConfig& c) {
   host_reset_peak();
   cuda_reset_peak();
   const HostSyncCounts syncs0 = host_sync_counts();
+  if (c.profile) {
+    op_profile_take();
+    op_profile_enable(true);
+    profiling = true;
+  }
   std::vector<double> seconds;
   int64_t bench_syncs = 0;  // the synchronisations this loop adds to time the steps
   for (int i = 0; i < c.iters; ++i) {
@@ -140,6 +161,11 @@ nlohmann::json bench_step(const StepBenchConfig& c) {
     seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   const HostSyncCounts syncs1 = host_sync_counts();
+  std::map<std::string, OpTimes> op_times;
+  if (c.profile) {
+    op_profile_enable(false);
+    op_times = op_profile_take();
+  }
 
   std::vector<double> sorted = seconds;
   std::sort(sorted.begin(), sorted.end());
@@ -171,6 +197,27 @@ nlohmann::json bench_step(const StepBenchConfig& c) {
   j["mfu"] = peak > 0 ? nlohmann::json(flops_per_s / peak) : nlohmann::json(nullptr);
   if (peak > 0) j["peak_tflops"] = peak / 1e12;
   j["peak_host_bytes"] = host_allocator_stats().peak_allocated_bytes;
+  if (c.profile) {
+    // Milliseconds per step, largest first; "(unattributed)" is the rest of the
+    // mean step (loss read-back, the loop itself).
+    std::vector<std::pair<std::string, OpTimes>> rows(op_times.begin(), op_times.end());
+    auto total = [](const OpTimes& t) { return t.forward_s + t.backward_s; };
+    std::sort(rows.begin(), rows.end(), [&](const auto& a, const auto& b) { return total(a.second) > total(b.second); });
+    nlohmann::json prof = nlohmann::json::array();
+    double charged = 0;
+    for (const auto& [name, t] : rows) {
+      charged += total(t);
+      prof.push_back({{"op", name},
+                      {"forward_ms", 1e3 * t.forward_s / c.iters},
+                      {"backward_ms", 1e3 * t.backward_s / c.iters},
+                      {"calls_per_step", static_cast<double>(std::max(t.forward_calls, t.backward_calls)) / c.iters},
+                      {"share", total(t) / (mean * c.iters)}});
+    }
+    prof.push_back({{"op", "(unattributed)"}, {"forward_ms", 0.0},
+                    {"backward_ms", 1e3 * (mean * c.iters - charged) / c.iters}, {"calls_per_step", 0.0},
+                    {"share", 1.0 - charged / (mean * c.iters)}});
+    j["profile"] = prof;
+  }
   if (c.device == Device::CUDA) {
     j["peak_device_bytes"] = cuda_allocator_stats().peak_allocated_bytes;
     j["device_bytes_per_token"] = cuda_allocator_stats().peak_allocated_bytes / tokens_per_step;

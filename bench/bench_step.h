@@ -22,7 +22,8 @@ struct StepBenchConfig {
   int64_t batch = 8, seq = 256;
   int iters = 10, warmup = 2;
   uint64_t seed = 1;
-  bool measure_sgemm = true;  // CPU: time OpenBLAS sgemm for the share of its ceiling
+  bool measure_sgemm = true;
+  bool profile = false;  // charge the timed steps' time to ops and trainer phases (autograd/tape.h)  // CPU: time OpenBLAS sgemm for the share of its ceiling
 };
 
 // FLOPs of one training step (forward + backward) at batch × seq tokens:

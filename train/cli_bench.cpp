@@ -29,7 +29,7 @@ std::vector<bench::Benchmark> benchmarks() {
 
 std::string benchmark_list() {
   std::string s = "Benchmarks (sizes = defaults):\n  step: whole training steps of a model (spec §6.5): "
-                  "--model P [--set K=V]... --batch B --seq T [--precision f32|bf16] [--threads N]; "
+                  "--model P [--set K=V]... --batch B --seq T [--precision f32|bf16] [--threads N] [--profile]; "
                   "default --iters 10 --warmup 2";
   for (const auto& b : benchmarks()) {
     s += "\n  " + b.name + ": " + b.description + ";";
@@ -48,6 +48,7 @@ struct BenchArgs {
   std::vector<std::string> sets;
   int64_t batch = 8, seq = 256;
   int threads = 0;
+  bool profile = false;
 };
 
 // `echo-lm bench step`: one JSON object for the model's training step.
@@ -64,6 +65,7 @@ void run_step_bench(const BenchArgs& a, bool iters_given, bool warmup_given) {
   c.precision = a.precision;
   c.batch = a.batch;
   c.seq = a.seq;
+  c.profile = a.profile;
   if (iters_given) c.iters = a.iters;
   if (warmup_given) c.warmup = a.warmup;
   nlohmann::json line = {{"bench", "step"}, {"device", device_name(c.device)}};
@@ -149,6 +151,8 @@ void add_bench_commands(CLI::App& app) {
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
   cmd->add_option("--threads", args->threads, "bench step: CPU threads (0 = all)")->capture_default_str();
+  cmd->add_flag("--profile", args->profile,
+                "bench step: add \"profile\": milliseconds per step of every op (forward, backward) and trainer phase");
   cmd->footer(benchmark_list());
   cmd->callback([args, cmd] {
     if (!args->list && args->name == "step")

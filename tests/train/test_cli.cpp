@@ -1,6 +1,7 @@
 // The echo-lm binary: help texts, one-line errors with a non-zero status,
 // `bench` output, and `op` end to end when the runner table has the op.
 #include <nlohmann/json.hpp>
+#include <map>
 #include <set>
 
 #include "ops/runner.h"
@@ -122,6 +123,29 @@ TEST(Cli, BenchStepTimesWholeTrainingSteps) {
   EXPECT_TRUE(j.at("mfu").is_null()) << "no known peak for a CPU";
   EXPECT_GT(j.at("peak_host_bytes").get<double>(), 4 * params) << "at least the parameters' gradients";
   EXPECT_GT(j.at("share_of_sgemm").get<double>(), 0.0);
+  EXPECT_FALSE(j.contains("profile")) << "only with --profile";
+
+  // --profile: every op of the step is charged, and the charges add up to the step.
+  RunResult p = run_echo({"bench", "step", "--model", "ska-1m", "--batch", "2", "--seq", "16", "--iters", "2",
+                          "--warmup", "1", "--threads", "1", "--profile"},
+                         dir);
+  ASSERT_EQ(p.status, 0) << p.err;
+  nlohmann::json jp = nlohmann::json::parse(p.out);
+  std::map<std::string, nlohmann::json> rows;
+  double shares = 0;
+  for (const auto& row : jp.at("profile")) {
+    rows[row.at("op").get<std::string>()] = row;
+    shares += row.at("share").get<double>();
+  }
+  EXPECT_NEAR(shares, 1.0, 1e-9);
+  for (const char* op : {"linear", "ssd_scan", "koopman_fit", "linear_cross_entropy", "(AdamW)"}) {
+    ASSERT_TRUE(rows.count(op)) << op << " missing from the profile";
+    EXPECT_GT(rows[op].at("forward_ms").get<double>() + rows[op].at("backward_ms").get<double>(), 0.0) << op;
+  }
+  // ska-1m (MMSS): 2 scans and 2 fits per step, each with a backward.
+  EXPECT_EQ(rows["ssd_scan"].at("calls_per_step").get<double>(), 2.0);
+  EXPECT_EQ(rows["koopman_fit"].at("calls_per_step").get<double>(), 2.0);
+  EXPECT_GT(rows["ssd_scan"].at("backward_ms").get<double>(), 0.0);
 
   if (cuda_available()) {
     RunResult g = run_echo({"bench", "step", "--model", "ska-1m", "--batch", "1", "--seq", "8", "--iters", "1",
