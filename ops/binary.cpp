@@ -12,6 +12,8 @@
 #include "ops/runner.h"
 #include "ops/binary.h"
 
+#include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "ops/common.h"
@@ -26,58 +28,81 @@ namespace {
 enum Kind { kAdd = 0, kSub, kMul, kDiv };
 const char* kNames[] = {"add", "sub", "mul", "div"};
 
-template <typename T> T binary_value(int kind, T a, T b) {
-  switch (kind) {
-    case kAdd: return a + b;
-    case kSub: return a - b;
-    case kMul: return a * b;
-    default: return a / b;
-  }
+// The kind is a template parameter in the CPU loops (with_kind below), so that
+// each loop body is branch-free and vectorises; the arithmetic is the same.
+template <int K, typename T> T binary_value(T a, T b) {
+  if constexpr (K == kAdd) return a + b;
+  else if constexpr (K == kSub) return a - b;
+  else if constexpr (K == kMul) return a * b;
+  else return a / b;
 }
-// ∂f/∂a and ∂f/∂b at element i of a and element j of b. add/sub read neither
-// operand (they are not saved for those kinds, the pointers may be null).
-template <typename T> T d_da(int kind, const T* a, const T* b, int64_t i, int64_t j) {
-  switch (kind) {
-    case kAdd: case kSub: return T(1);
-    case kMul: return b[j];
-    default: return T(1) / b[j];
-  }
+// ∂f/∂a and ∂f/∂b at a = a_i, b = b_j. add/sub read neither operand (they are
+// not saved for those kinds, the pointers may be null).
+template <int K, typename T> T d_da(const T* a, const T* b, int64_t i, int64_t j) {
+  if constexpr (K == kAdd || K == kSub) return T(1);
+  else if constexpr (K == kMul) return b[j];
+  else return T(1) / b[j];
 }
-template <typename T> T d_db(int kind, const T* a, const T* b, int64_t i, int64_t j) {
+template <int K, typename T> T d_db(const T* a, const T* b, int64_t i, int64_t j) {
+  if constexpr (K == kAdd) return T(1);
+  else if constexpr (K == kSub) return T(-1);
+  else if constexpr (K == kMul) return a[i];
+  else return -a[i] / (b[j] * b[j]);
+}
+template <typename F> void with_kind(int kind, F&& f) {
   switch (kind) {
-    case kAdd: return T(1);
-    case kSub: return T(-1);
-    case kMul: return a[i];
-    default: return -a[i] / (b[j] * b[j]);
+    case kAdd: f(std::integral_constant<int, kAdd>()); break;
+    case kSub: f(std::integral_constant<int, kSub>()); break;
+    case kMul: f(std::integral_constant<int, kMul>()); break;
+    default: f(std::integral_constant<int, kDiv>()); break;
   }
 }
 
-template <typename T>
-void forward_cpu(int kind, const T* a, const T* b, T* y, int64_t n, int64_t m) {
+// Runs body(i0, len, j0) over blocks of consecutive elements of a, where element
+// i0 + k pairs with b[j0 + k]: a's rows when b is broadcast, else slices of a
+// flat range (so that equal shapes still split over the threads).
+template <typename Body> void for_each_block(int64_t n, int64_t m, Body body) {
   const int64_t rows = m ? n / m : 0;
   if (rows == 1) {
-    parallel_for(n, [&](int64_t i) { y[i] = binary_value(kind, a[i], b[i]); });
-  } else {
-    parallel_for(rows, [&](int64_t r) {
-      for (int64_t j = 0; j < m; ++j) y[r * m + j] = binary_value(kind, a[r * m + j], b[j]);
+    constexpr int64_t kBlock = 16384;
+    parallel_for((n + kBlock - 1) / kBlock, [&](int64_t blk) {
+      const int64_t i0 = blk * kBlock;
+      body(i0, std::min(kBlock, n - i0), i0);
     });
+  } else {
+    parallel_for(rows, [&](int64_t r) { body(r * m, m, int64_t(0)); });
   }
 }
 
-template <typename T>
-void backward_a_cpu(int kind, const T* a, const T* b, const T* dy, T* da, int64_t n, int64_t m) {
-  parallel_for(n, [&](int64_t i) { da[i] += dy[i] * d_da(kind, a, b, i, i % m); });
+template <int K, typename T>
+void forward_cpu(const T* a, const T* b, T* y, int64_t n, int64_t m) {
+  for_each_block(n, m, [&](int64_t i0, int64_t len, int64_t j0) {
+    for (int64_t k = 0; k < len; ++k) y[i0 + k] = binary_value<K>(a[i0 + k], b[j0 + k]);
+  });
 }
 
-template <typename T>
-void backward_b_cpu(int kind, const T* a, const T* b, const T* dy, T* db, int64_t n, int64_t m) {
+template <int K, typename T>
+void backward_a_cpu(const T* a, const T* b, const T* dy, T* da, int64_t n, int64_t m) {
+  for_each_block(n, m, [&](int64_t i0, int64_t len, int64_t j0) {
+    for (int64_t k = 0; k < len; ++k) da[i0 + k] += dy[i0 + k] * d_da<K>(a, b, i0 + k, j0 + k);
+  });
+}
+
+template <int K, typename T>
+void backward_b_cpu(const T* a, const T* b, const T* dy, T* db, int64_t n, int64_t m) {
   const int64_t rows = m ? n / m : 0;
   if (rows == 0) return;
+  if (rows == 1) {  // nothing to sum: the chunked sum below would add each term to a zero partial
+    for_each_block(n, m, [&](int64_t i0, int64_t len, int64_t) {
+      for (int64_t k = 0; k < len; ++k) db[i0 + k] += dy[i0 + k] * d_db<K>(a, b, i0 + k, i0 + k);
+    });
+    return;
+  }
   add_column_sums<T>(
       rows, m,
       [&](int64_t r, int64_t j) {
         const int64_t i = r * m + j;
-        return dy[i] * d_db(kind, a, b, i, j);
+        return dy[i] * d_db<K>(a, b, i, j);
       },
       db);
 }
@@ -106,7 +131,7 @@ Tensor binary(int kind, const Tensor& a, const Tensor& b) {
   } else {
     dispatch_floating(a.dtype(), op, [&](auto t) {
       using T = decltype(t);
-      forward_cpu<T>(kind, a.data<T>(), b.data<T>(), y.data<T>(), n, m);
+      with_kind(kind, [&](auto k) { forward_cpu<decltype(k)::value, T>(a.data<T>(), b.data<T>(), y.data<T>(), n, m); });
     });
   }
   if (any_requires_grad({&a, &b})) {
@@ -134,8 +159,12 @@ Tensor binary(int kind, const Tensor& a, const Tensor& b) {
       } else {
         dispatch_floating(dy.dtype(), kNames[kind], [&](auto t) {
           using T = decltype(t);
-          if (gx[0].defined()) backward_a_cpu<T>(kind, cptr<T>(a), cptr<T>(b), dy.data<T>(), gx[0].data<T>(), n, m);
-          if (gx[1].defined()) backward_b_cpu<T>(kind, cptr<T>(a), cptr<T>(b), dy.data<T>(), gx[1].data<T>(), n, m);
+          with_kind(kind, [&](auto k) {
+            if (gx[0].defined())
+              backward_a_cpu<decltype(k)::value, T>(cptr<T>(a), cptr<T>(b), dy.data<T>(), gx[0].data<T>(), n, m);
+            if (gx[1].defined())
+              backward_b_cpu<decltype(k)::value, T>(cptr<T>(a), cptr<T>(b), dy.data<T>(), gx[1].data<T>(), n, m);
+          });
         });
       }
     });

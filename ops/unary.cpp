@@ -2,7 +2,9 @@
 #include "ops/runner.h"
 #include "ops/unary.h"
 
+#include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "ops/common.h"
 #if ECHO_HAVE_CUDA
@@ -15,26 +17,44 @@ namespace {
 enum Kind { kSigmoid = 0, kSilu, kSoftplus, kExp, kRelu, kTanh };
 const char* kNames[] = {"sigmoid", "silu", "softplus", "exp", "relu", "tanh"};
 
-template <typename T> T unary_value(int kind, T x) {
-  switch (kind) {
-    case kSigmoid: return T(1) / (T(1) + std::exp(-x));
-    case kSilu: return x / (T(1) + std::exp(-x));
-    case kSoftplus: return x > T(20) ? x : std::log1p(std::exp(x));
-    case kExp: return std::exp(x);
-    case kRelu: return x > T(0) ? x : T(0);
-    default: return std::tanh(x);
-  }
+// The kind is a template parameter in the CPU loops (with_kind below): the loop
+// bodies are branch-free, the arithmetic is the same.
+template <int K, typename T> T unary_value(T x) {
+  if constexpr (K == kSigmoid) return T(1) / (T(1) + std::exp(-x));
+  else if constexpr (K == kSilu) return x / (T(1) + std::exp(-x));
+  else if constexpr (K == kSoftplus) return x > T(20) ? x : std::log1p(std::exp(x));
+  else if constexpr (K == kExp) return std::exp(x);
+  else if constexpr (K == kRelu) return x > T(0) ? x : T(0);
+  else return std::tanh(x);
 }
 // f'(x), given x and y = f(x).
-template <typename T> T unary_derivative(int kind, T x, T y) {
+template <int K, typename T> T unary_derivative(T x, T y) {
+  if constexpr (K == kSigmoid) return y * (T(1) - y);
+  else if constexpr (K == kSilu) {
+    T s = T(1) / (T(1) + std::exp(-x));
+    return s * (T(1) + x * (T(1) - s));
+  } else if constexpr (K == kSoftplus) return x > T(20) ? T(1) : T(1) / (T(1) + std::exp(-x));
+  else if constexpr (K == kExp) return y;
+  else if constexpr (K == kRelu) return x > T(0) ? T(1) : T(0);
+  else return T(1) - y * y;
+}
+template <typename F> void with_kind(int kind, F&& f) {
   switch (kind) {
-    case kSigmoid: return y * (T(1) - y);
-    case kSilu: { T s = T(1) / (T(1) + std::exp(-x)); return s * (T(1) + x * (T(1) - s)); }
-    case kSoftplus: return x > T(20) ? T(1) : T(1) / (T(1) + std::exp(-x));
-    case kExp: return y;
-    case kRelu: return x > T(0) ? T(1) : T(0);
-    default: return T(1) - y * y;
+    case kSigmoid: f(std::integral_constant<int, kSigmoid>()); break;
+    case kSilu: f(std::integral_constant<int, kSilu>()); break;
+    case kSoftplus: f(std::integral_constant<int, kSoftplus>()); break;
+    case kExp: f(std::integral_constant<int, kExp>()); break;
+    case kRelu: f(std::integral_constant<int, kRelu>()); break;
+    default: f(std::integral_constant<int, kTanh>()); break;
   }
+}
+// parallel_for over blocks of kBlock elements: the loop inside a block vectorises.
+constexpr int64_t kBlock = 16384;
+template <typename Body> void for_each_block(int64_t n, Body body) {
+  parallel_for((n + kBlock - 1) / kBlock, [&](int64_t blk) {
+    const int64_t i0 = blk * kBlock;
+    body(i0, std::min(n, i0 + kBlock));
+  });
 }
 
 Tensor unary(int kind, const Tensor& x) {
@@ -53,7 +73,11 @@ Tensor unary(int kind, const Tensor& x) {
       using T = decltype(t);
       const T* xp = x.data<T>();
       T* yp = y.data<T>();
-      parallel_for(n, [&](int64_t i) { yp[i] = unary_value<T>(kind, xp[i]); });
+      with_kind(kind, [&](auto k) {
+        for_each_block(n, [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i) yp[i] = unary_value<decltype(k)::value>(xp[i]);
+        });
+      });
     });
   }
   if (any_requires_grad({&x})) {
@@ -71,7 +95,11 @@ Tensor unary(int kind, const Tensor& x) {
           using T = decltype(t);
           const T *xp = x.data<T>(), *yp = y.data<T>(), *dy = gy[0].data<T>();
           T* dx = gx[0].data<T>();
-          parallel_for(n, [&](int64_t i) { dx[i] += dy[i] * unary_derivative<T>(kind, xp[i], yp[i]); });
+          with_kind(kind, [&](auto k) {
+            for_each_block(n, [&](int64_t i0, int64_t i1) {
+              for (int64_t i = i0; i < i1; ++i) dx[i] += dy[i] * unary_derivative<decltype(k)::value>(xp[i], yp[i]);
+            });
+          });
         });
       }
     });
