@@ -24,49 +24,57 @@ constexpr const char* kOp = "gated_rmsnorm";
 
 template <typename T> T sigmoid_of(T z) { return T(1) / (T(1) + std::exp(-z)); }
 
+// Each element's sigmoid is computed once per pass and kept in a row (forward)
+// or in a [rows, d] scratch (backward, for dw): exp dominates these loops. The
+// products are formed in the order of the formulas above.
 template <typename T>
 void forward_cpu(const T* x, const T* z, const T* w, T* y, T* rstd, int64_t rows, int64_t d, double eps) {
   parallel_for(rows, [&](int64_t r) {
     const T *xr = x + r * d, *zr = z + r * d;
-    T* yr = y + r * d;
+    T* yr = y + r * d;  // holds u until the row's scale is known
     T sum_sq = 0;
     for (int64_t j = 0; j < d; ++j) {
       const T u = xr[j] * zr[j] * sigmoid_of(zr[j]);
+      yr[j] = u;
       sum_sq += u * u;
     }
     const T inv = T(1) / std::sqrt(sum_sq / T(d) + T(eps));
     rstd[r] = inv;
-    for (int64_t j = 0; j < d; ++j) yr[j] = xr[j] * zr[j] * sigmoid_of(zr[j]) * inv * w[j];
+    for (int64_t j = 0; j < d; ++j) yr[j] = yr[j] * inv * w[j];
   });
 }
 
 template <typename T>
 void backward_cpu(const T* x, const T* z, const T* w, const T* rstd, const T* dy, T* dx, T* dz, T* dw,
                   int64_t rows, int64_t d) {
-  if (dx || dz) {
-    parallel_for(rows, [&](int64_t r) {
-      const T *xr = x + r * d, *zr = z + r * d, *dyr = dy + r * d;
-      const T inv = rstd[r];
-      T dot = 0;  // Σ_k dy_k w_k u_k
-      for (int64_t j = 0; j < d; ++j) dot += dyr[j] * w[j] * (xr[j] * zr[j] * sigmoid_of(zr[j]));
-      const T coef = dot * inv * inv * inv / T(d);
-      for (int64_t j = 0; j < d; ++j) {
-        const T s = sigmoid_of(zr[j]);
-        const T silu_z = zr[j] * s;
-        const T du = inv * w[j] * dyr[j] - coef * (xr[j] * silu_z);
-        if (dx) dx[r * d + j] += du * silu_z;
-        if (dz) dz[r * d + j] += du * xr[j] * (s * (T(1) + zr[j] * (T(1) - s)));
-      }
-    });
-  }
+  // u = x·silu(z), for dw's column sums after the row pass.
+  std::vector<T> u_all(dw ? static_cast<size_t>(rows * d) : 0);
+  parallel_for(rows, [&](int64_t r) {
+    const T *xr = x + r * d, *zr = z + r * d, *dyr = dy + r * d;
+    thread_local std::vector<T> sig;
+    sig.resize(static_cast<size_t>(d));
+    T* u = dw ? u_all.data() + r * d : nullptr;
+    const T inv = rstd[r];
+    T dot = 0;  // Σ_k dy_k w_k u_k
+    for (int64_t j = 0; j < d; ++j) {
+      sig[j] = sigmoid_of(zr[j]);
+      const T uj = xr[j] * zr[j] * sig[j];
+      if (u) u[j] = uj;
+      dot += dyr[j] * w[j] * uj;
+    }
+    if (!dx && !dz) return;
+    const T coef = dot * inv * inv * inv / T(d);
+    for (int64_t j = 0; j < d; ++j) {
+      const T s = sig[j];
+      const T silu_z = zr[j] * s;
+      const T du = inv * w[j] * dyr[j] - coef * (xr[j] * silu_z);
+      if (dx) dx[r * d + j] += du * silu_z;
+      if (dz) dz[r * d + j] += du * xr[j] * (s * (T(1) + zr[j] * (T(1) - s)));
+    }
+  });
   if (dw) {
     add_column_sums<T>(
-        rows, d,
-        [&](int64_t r, int64_t j) {
-          const T zj = z[r * d + j];
-          return dy[r * d + j] * (x[r * d + j] * zj * sigmoid_of(zj)) * rstd[r];
-        },
-        dw);
+        rows, d, [&](int64_t r, int64_t j) { return dy[r * d + j] * u_all[r * d + j] * rstd[r]; }, dw);
   }
 }
 
