@@ -13,6 +13,7 @@
 #include "ops/runner.h"
 #include "ops/shape_ops.h"
 
+#include <algorithm>
 
 #include "ops/common.h"
 #if ECHO_HAVE_CUDA
@@ -50,15 +51,20 @@ void transpose_cpu(const T* x, T* out, int64_t A, int64_t n0, int64_t B, int64_t
   });
 }
 
+// Block a of the copy is count·C contiguous elements on both sides; long blocks
+// are cut into pieces so that a single block still spreads over the threads.
 template <typename T>
 void copy_block_cpu(const T* src, int64_t src_n, int64_t src_offset, T* dst, int64_t dst_n, int64_t dst_offset,
                     int64_t A, int64_t count, int64_t C, bool accumulate) {
-  parallel_for(A * count, [&](int64_t row) {
-    const int64_t a = row / count, i = row % count;
-    const T* s = src + (a * src_n + src_offset + i) * C;
-    T* d = dst + (a * dst_n + dst_offset + i) * C;
-    if (accumulate) for (int64_t c = 0; c < C; ++c) d[c] += s[c];
-    else for (int64_t c = 0; c < C; ++c) d[c] = s[c];
+  const int64_t len = count * C;
+  constexpr int64_t kPiece = 16384;
+  const int64_t pieces = std::max<int64_t>(1, (len + kPiece - 1) / kPiece);
+  parallel_for(A * pieces, [&](int64_t task) {
+    const int64_t a = task / pieces, k0 = (task % pieces) * kPiece, k1 = std::min(len, k0 + kPiece);
+    const T* s = src + (a * src_n + src_offset) * C;
+    T* d = dst + (a * dst_n + dst_offset) * C;
+    if (accumulate) for (int64_t k = k0; k < k1; ++k) d[k] += s[k];
+    else for (int64_t k = k0; k < k1; ++k) d[k] = s[k];
   });
 }
 
