@@ -75,9 +75,9 @@ void Node::release() {
   backward = nullptr;
 }
 
-void record(const std::string& name, const std::vector<Tensor>& inputs,
-            const std::vector<Tensor>& outputs, const std::vector<Tensor>& saved,
-            BackwardFn backward) {
+Node& record(const std::string& name, const std::vector<Tensor>& inputs,
+             const std::vector<Tensor>& outputs, const std::vector<Tensor>& saved,
+             BackwardFn backward) {
   if (op_profile().on) {
     OpTimes& t = op_profile().times[name];
     t.forward_s += seconds_since(op_profile().mark);
@@ -100,6 +100,11 @@ void record(const std::string& name, const std::vector<Tensor>& inputs,
     node->saved_versions.push_back(s.defined() ? s.version() : 0);
   }
   node->backward = std::move(backward);
+  return *node;
+}
+
+void zero_if_fresh(const Node& node, std::vector<Tensor>& grad_inputs, size_t i) {
+  if (grad_inputs[i].defined() && node.grad_is_fresh(i)) grad_inputs[i].fill_(0.0);
 }
 
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& seeds) {
@@ -158,10 +163,23 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
       else grad_outputs.push_back(Tensor::zeros(node->output_shapes[i], node->output_dtypes[i], node->output_devices[i]));
     }
     std::vector<Tensor> grad_inputs(node->inputs.size());
+    node->fresh_grad.assign(node->inputs.size(), 0);
     for (size_t i = 0; i < node->inputs.size(); ++i) {
       const Tensor& in = node->inputs[i];
       if (!in.defined() || !in.requires_grad()) continue;
-      if (!in.impl()->grad.defined()) in.impl()->grad = Tensor::zeros(in.shape(), in.dtype(), in.device());
+      if (!in.impl()->grad.defined()) {
+        // An input that appears twice (mul(x, x)) gets one buffer and two
+        // contributions: the second must add, so it starts from zeros.
+        bool repeated = false;
+        for (size_t j = 0; j < node->inputs.size(); ++j)
+          repeated |= j != i && node->inputs[j].defined() && node->inputs[j].impl() == in.impl();
+        if (node->writes_fresh_grads && !repeated) {
+          in.impl()->grad = Tensor::empty(in.shape(), in.dtype(), in.device());
+          node->fresh_grad[i] = 1;
+        } else {
+          in.impl()->grad = Tensor::zeros(in.shape(), in.dtype(), in.device());
+        }
+      }
       grad_inputs[i] = in.impl()->grad;
     }
     const auto t_backward = std::chrono::steady_clock::now();

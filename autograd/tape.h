@@ -7,7 +7,12 @@
 // where nothing flowed) and one gradient *buffer* per input: a defined, correctly
 // shaped tensor for every input that requires grad (already holding whatever was
 // accumulated before), undefined otherwise. It must ADD its contribution into
-// those buffers, never overwrite them.
+// those buffers, never overwrite them — with one exception an op can opt into:
+// when it sets writes_fresh_grads, a buffer that did not exist before this
+// node comes new and NOT zeroed (NaN under poisoning, in the tests), flagged by
+// grad_is_fresh(i), and the backward must then WRITE every element of it. That
+// saves a zero-fill and a read per gradient on the first contribution; later
+// contributions still add.
 #pragma once
 
 #include <functional>
@@ -31,6 +36,9 @@ struct Node {
   std::vector<DType> output_dtypes;
   std::vector<Device> output_devices;
   BackwardFn backward;
+  bool writes_fresh_grads = false;  // set by the op at record time (see the contract above)
+  std::vector<char> fresh_grad;     // per input, set by the tape before backward
+  bool grad_is_fresh(size_t i) const { return i < fresh_grad.size() && fresh_grad[i]; }
 
   // Saved tensors; saved(i) throws if the tensor was written in place since.
   const Tensor& saved(size_t i) const;
@@ -47,9 +55,13 @@ bool grad_enabled();
 
 // Records a node: outputs get grad_fn and requires_grad. Call only when
 // any_requires_grad(inputs) is true. Undefined inputs are allowed (optional inputs).
-void record(const std::string& name, const std::vector<Tensor>& inputs,
-            const std::vector<Tensor>& outputs, const std::vector<Tensor>& saved,
-            BackwardFn backward);
+// Returns the node (to set writes_fresh_grads).
+Node& record(const std::string& name, const std::vector<Tensor>& inputs,
+             const std::vector<Tensor>& outputs, const std::vector<Tensor>& saved,
+             BackwardFn backward);
+// In a backward that honours fresh buffers: zero buffer i if it is fresh, for a
+// path that can only add.
+void zero_if_fresh(const Node& node, std::vector<Tensor>& grad_inputs, size_t i);
 
 // RAII guard that turns recording off (inference, optimizer updates, backward).
 class NoGrad {

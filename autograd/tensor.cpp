@@ -185,9 +185,11 @@ Tensor Tensor::reshape(const Shape& new_shape) const {
   out.impl_->shape = s;
   if (any_requires_grad({this})) {
     Shape in_shape = shape();
-    record("reshape", {*this}, {out}, {}, [in_shape](Node&, const std::vector<Tensor>& gy, std::vector<Tensor>& gx) {
-      if (gx[0].defined()) gx[0].add_(gy[0].reshape(in_shape));
-    });
+    record("reshape", {*this}, {out}, {}, [in_shape](Node& node, const std::vector<Tensor>& gy, std::vector<Tensor>& gx) {
+      if (!gx[0].defined()) return;
+      if (node.grad_is_fresh(0)) gx[0].copy_(gy[0].reshape(in_shape));
+      else gx[0].add_(gy[0].reshape(in_shape));
+    }).writes_fresh_grads = true;
   }
   return out;
 }

@@ -81,20 +81,21 @@ void forward_cpu(const T* a, const T* b, T* y, int64_t n, int64_t m) {
   });
 }
 
-template <int K, typename T>
+template <int K, bool Fresh, typename T>
 void backward_a_cpu(const T* a, const T* b, const T* dy, T* da, int64_t n, int64_t m) {
   for_each_block(n, m, [&](int64_t i0, int64_t len, int64_t j0) {
-    for (int64_t k = 0; k < len; ++k) da[i0 + k] += dy[i0 + k] * d_da<K>(a, b, i0 + k, j0 + k);
+    for (int64_t k = 0; k < len; ++k) grad_put<Fresh>(da[i0 + k], dy[i0 + k] * d_da<K>(a, b, i0 + k, j0 + k));
   });
 }
 
-template <int K, typename T>
+template <int K, bool Fresh, typename T>
 void backward_b_cpu(const T* a, const T* b, const T* dy, T* db, int64_t n, int64_t m) {
   const int64_t rows = m ? n / m : 0;
+  if (rows != 1 && Fresh) std::fill(db, db + m, T(0));
   if (rows == 0) return;
   if (rows == 1) {  // nothing to sum: the chunked sum below would add each term to a zero partial
     for_each_block(n, m, [&](int64_t i0, int64_t len, int64_t) {
-      for (int64_t k = 0; k < len; ++k) db[i0 + k] += dy[i0 + k] * d_db<K>(a, b, i0 + k, i0 + k);
+      for (int64_t k = 0; k < len; ++k) grad_put<Fresh>(db[i0 + k], dy[i0 + k] * d_db<K>(a, b, i0 + k, i0 + k));
     });
     return;
   }
@@ -146,6 +147,8 @@ Tensor binary(int kind, const Tensor& a, const Tensor& b) {
       // da and db may be one buffer (mul(x, x)); the two passes run one after the other.
       if (on_cuda(dy)) {
 #if ECHO_HAVE_CUDA
+        zero_if_fresh(node, gx, 0);
+        zero_if_fresh(node, gx, 1);
         if (gx[0].defined())
           gpu::binary_backward_a(kind, cptr<float>(a), cptr<float>(b), dy.data<float>(), gx[0].data<float>(), n, m);
         if (gx[1].defined()) {
@@ -161,13 +164,19 @@ Tensor binary(int kind, const Tensor& a, const Tensor& b) {
           using T = decltype(t);
           with_kind(kind, [&](auto k) {
             if (gx[0].defined())
-              backward_a_cpu<decltype(k)::value, T>(cptr<T>(a), cptr<T>(b), dy.data<T>(), gx[0].data<T>(), n, m);
+              with_fresh(node.grad_is_fresh(0), [&](auto f) {
+                backward_a_cpu<decltype(k)::value, decltype(f)::value, T>(cptr<T>(a), cptr<T>(b), dy.data<T>(),
+                                                                           gx[0].data<T>(), n, m);
+              });
             if (gx[1].defined())
-              backward_b_cpu<decltype(k)::value, T>(cptr<T>(a), cptr<T>(b), dy.data<T>(), gx[1].data<T>(), n, m);
+              with_fresh(node.grad_is_fresh(1), [&](auto f) {
+                backward_b_cpu<decltype(k)::value, decltype(f)::value, T>(cptr<T>(a), cptr<T>(b), dy.data<T>(),
+                                                                           gx[1].data<T>(), n, m);
+              });
           });
         });
       }
-    });
+    }).writes_fresh_grads = true;
   }
   return y;
 }
@@ -194,10 +203,11 @@ Tensor affine(const char* op, const Tensor& x, double alpha, double beta) {
     });
   }
   if (any_requires_grad({&x})) {
-    record(op, {x}, {y}, {}, [op, alpha, n](Node&, const std::vector<Tensor>& gy, std::vector<Tensor>& gx) {
+    record(op, {x}, {y}, {}, [op, alpha, n](Node& node, const std::vector<Tensor>& gy, std::vector<Tensor>& gx) {
       if (!gx[0].defined()) return;
       if (on_cuda(gy[0])) {
 #if ECHO_HAVE_CUDA
+        zero_if_fresh(node, gx, 0);
         gpu::affine_backward(gy[0].data<float>(), gx[0].data<float>(), n, static_cast<float>(alpha));
 #endif
       } else {
@@ -206,10 +216,12 @@ Tensor affine(const char* op, const Tensor& x, double alpha, double beta) {
           const T* dy = gy[0].data<T>();
           T* dx = gx[0].data<T>();
           const T al = static_cast<T>(alpha);
-          parallel_for(n, [&](int64_t i) { dx[i] += al * dy[i]; });
+          with_fresh(node.grad_is_fresh(0), [&](auto f) {
+            parallel_for(n, [&](int64_t i) { grad_put<decltype(f)::value>(dx[i], al * dy[i]); });
+          });
         });
       }
-    });
+    }).writes_fresh_grads = true;
   }
   return y;
 }

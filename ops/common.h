@@ -4,6 +4,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "autograd/parallel.h"
@@ -49,6 +50,21 @@ inline bool on_cuda(const Tensor& t) { return t.defined() && t.device() == Devic
 [[noreturn]] inline void no_cuda_build(const char* op) {
   op_error(op, "this build has no CUDA backend");
 }
+
+// Gradient buffers the tape hands out new and unzeroed (autograd/tape.h,
+// writes_fresh_grads): a CPU loop is instantiated for both cases with
+// with_fresh, and grad_put writes (fresh) or adds.
+template <typename F> void with_fresh(bool fresh, F&& f) {
+  if (fresh) f(std::true_type());
+  else f(std::false_type());
+}
+template <bool Fresh, typename T> inline void grad_put(T& dst, T value) {
+  if constexpr (Fresh) dst = value;
+  else dst += value;
+}
+
+// A GEMM's beta for gradient buffer i: 0 writes a fresh buffer, 1 adds.
+template <typename T> inline T grad_beta(const Node& node, size_t i) { return node.grad_is_fresh(i) ? T(0) : T(1); }
 
 template <typename T> inline T* ptr(Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
 template <typename T> inline const T* cptr(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }

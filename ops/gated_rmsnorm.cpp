@@ -44,7 +44,7 @@ void forward_cpu(const T* x, const T* z, const T* w, T* y, T* rstd, int64_t rows
   });
 }
 
-template <typename T>
+template <bool FreshX, bool FreshZ, typename T>
 void backward_cpu(const T* x, const T* z, const T* w, const T* rstd, const T* dy, T* dx, T* dz, T* dw,
                   int64_t rows, int64_t d) {
   // u = x·silu(z), for dw's column sums after the row pass.
@@ -68,8 +68,8 @@ void backward_cpu(const T* x, const T* z, const T* w, const T* rstd, const T* dy
       const T s = sig[j];
       const T silu_z = zr[j] * s;
       const T du = inv * w[j] * dyr[j] - coef * (xr[j] * silu_z);
-      if (dx) dx[r * d + j] += du * silu_z;
-      if (dz) dz[r * d + j] += du * xr[j] * (s * (T(1) + zr[j] * (T(1) - s)));
+      if (dx) grad_put<FreshX>(dx[r * d + j], du * silu_z);
+      if (dz) grad_put<FreshZ>(dz[r * d + j], du * xr[j] * (s * (T(1) + zr[j] * (T(1) - s))));
     }
   });
   if (dw) {
@@ -108,8 +108,11 @@ Tensor gated_rmsnorm(const Tensor& x, const Tensor& z, const Tensor& w, double e
            [](Node& node, const std::vector<Tensor>& gy, std::vector<Tensor>& g) {
              const Tensor &x = node.saved(0), &z = node.saved(1), &w = node.saved(2), &rstd = node.saved(3);
              const int64_t d = x.size(-1), rows = x.numel() / d;
+             zero_if_fresh(node, g, 2);  // dw: a column sum, added
              if (on_cuda(x)) {
 #if ECHO_HAVE_CUDA
+               zero_if_fresh(node, g, 0);
+               zero_if_fresh(node, g, 1);
                Tensor work;
                if (g[2].defined())
                  work = Tensor::empty({gpu::gated_rmsnorm_workspace_floats(rows, d)}, DType::F32, Device::CUDA);
@@ -120,11 +123,16 @@ Tensor gated_rmsnorm(const Tensor& x, const Tensor& z, const Tensor& w, double e
              } else {
                dispatch_floating(x.dtype(), kOp, [&](auto t) {
                  using T = decltype(t);
-                 backward_cpu<T>(x.data<T>(), z.data<T>(), w.data<T>(), rstd.data<T>(), gy[0].data<T>(),
-                                 ptr<T>(g[0]), ptr<T>(g[1]), ptr<T>(g[2]), rows, d);
+                 with_fresh(node.grad_is_fresh(0), [&](auto fx) {
+                   with_fresh(node.grad_is_fresh(1), [&](auto fz) {
+                     backward_cpu<decltype(fx)::value, decltype(fz)::value, T>(
+                         x.data<T>(), z.data<T>(), w.data<T>(), rstd.data<T>(), gy[0].data<T>(), ptr<T>(g[0]),
+                         ptr<T>(g[1]), ptr<T>(g[2]), rows, d);
+                   });
+                 });
                });
              }
-           });
+           }).writes_fresh_grads = true;
   }
   return y;
 }

@@ -261,13 +261,13 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
         using T = decltype(t);
         // dA[M,K] += dY[M,N]·Bᵀ ;  dB[K,N] += Aᵀ·dY
         if (gx[0].defined())
-          gemm_any<T>("matmul", cuda, false, true, M, K, N, dY, N, 0, gemm_operand(node.saved(1), bf16), N, 0, T(1),
-                      gx[0].data<T>(), K, 0);
+          gemm_any<T>("matmul", cuda, false, true, M, K, N, dY, N, 0, gemm_operand(node.saved(1), bf16), N, 0,
+                      grad_beta<T>(node, 0), gx[0].data<T>(), K, 0);
         if (gx[1].defined())
-          gemm_any<T>("matmul", cuda, true, false, K, N, M, gemm_operand(node.saved(0), bf16), K, 0, dY, N, 0, T(1),
-                      gx[1].data<T>(), N, 0);
+          gemm_any<T>("matmul", cuda, true, false, K, N, M, gemm_operand(node.saved(0), bf16), K, 0, dY, N, 0,
+                      grad_beta<T>(node, 1), gx[1].data<T>(), N, 0);
       });
-    });
+    }).writes_fresh_grads = true;
   }
   return y;
 }
@@ -319,10 +319,11 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
         // (db sums the unrounded dY: under BF16 only the products round.)
         if (gx[0].defined())
           gemm_any<T>("linear", cuda, false, false, R, in, out, dY_op, out, 0, gemm_operand(node.saved(1), bf16), in, 0,
-                      T(1), gx[0].data<T>(), in, 0);
+                      grad_beta<T>(node, 0), gx[0].data<T>(), in, 0);
         if (gx[1].defined())
           gemm_any<T>("linear", cuda, true, false, out, in, R, dY_op, out, 0, gemm_operand(node.saved(0), bf16), in, 0,
-                      T(1), gx[1].data<T>(), in, 0);
+                      grad_beta<T>(node, 1), gx[1].data<T>(), in, 0);
+        zero_if_fresh(node, gx, 2);  // db: a column sum, added
         if (gx[2].defined()) {
           if (cuda) {
 #if ECHO_HAVE_CUDA
@@ -336,7 +337,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
           }
         }
       });
-    });
+    }).writes_fresh_grads = true;
   }
   return y;
 }
@@ -371,20 +372,22 @@ Tensor bmm(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
         using T = decltype(t);
         if (gx[0].defined()) {
           T* da = gx[0].data<T>();
+          const T beta = grad_beta<T>(node, 0);
           if (!trans_a)  // dA[m,k] += dC[m,n]·op(B)ᵀ
-            gemm_any<T>("bmm", cuda, false, !trans_b, M, K, N, dC, N, M * N, B, ldb, K * N, T(1), da, K, M * K, batch);
+            gemm_any<T>("bmm", cuda, false, !trans_b, M, K, N, dC, N, M * N, B, ldb, K * N, beta, da, K, M * K, batch);
           else           // dAₛ[k,m] += op(B)[k,n]·dCᵀ
-            gemm_any<T>("bmm", cuda, trans_b, true, K, M, N, B, ldb, K * N, dC, N, M * N, T(1), da, M, M * K, batch);
+            gemm_any<T>("bmm", cuda, trans_b, true, K, M, N, B, ldb, K * N, dC, N, M * N, beta, da, M, M * K, batch);
         }
         if (gx[1].defined()) {
           T* db = gx[1].data<T>();
+          const T beta = grad_beta<T>(node, 1);
           if (!trans_b)  // dB[k,n] += op(A)ᵀ[k,m]·dC
-            gemm_any<T>("bmm", cuda, !trans_a, false, K, N, M, A, lda, M * K, dC, N, M * N, T(1), db, N, K * N, batch);
+            gemm_any<T>("bmm", cuda, !trans_a, false, K, N, M, A, lda, M * K, dC, N, M * N, beta, db, N, K * N, batch);
           else           // dBₛ[n,k] += dCᵀ[n,m]·op(A)
-            gemm_any<T>("bmm", cuda, true, trans_a, N, K, M, dC, N, M * N, A, lda, M * K, T(1), db, K, K * N, batch);
+            gemm_any<T>("bmm", cuda, true, trans_a, N, K, M, dC, N, M * N, A, lda, M * K, beta, db, K, K * N, batch);
         }
       });
-    });
+    }).writes_fresh_grads = true;
   }
   return y;
 }

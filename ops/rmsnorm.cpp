@@ -35,7 +35,7 @@ void forward_cpu(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t d,
   });
 }
 
-template <typename T>
+template <bool Fresh, typename T>
 void backward_cpu(const T* x, const T* w, const T* rstd, const T* dy, T* dx, T* dw, int64_t rows,
                   int64_t d) {
   if (dx) {
@@ -46,7 +46,7 @@ void backward_cpu(const T* x, const T* w, const T* rstd, const T* dy, T* dx, T* 
       T dot = 0;  // Σ_k dy_k w_k x_k
       for (int64_t j = 0; j < d; ++j) dot += dyr[j] * w[j] * xr[j];
       const T coef = dot * inv * inv * inv / T(d);
-      for (int64_t j = 0; j < d; ++j) dxr[j] += inv * w[j] * dyr[j] - coef * xr[j];
+      for (int64_t j = 0; j < d; ++j) grad_put<Fresh>(dxr[j], inv * w[j] * dyr[j] - coef * xr[j]);
     });
   }
   if (dw) {
@@ -83,8 +83,10 @@ Tensor rmsnorm(const Tensor& x, const Tensor& w, double eps) {
     record(kOp, {x, w}, {y}, {x, w, rstd}, [](Node& node, const std::vector<Tensor>& gy, std::vector<Tensor>& g) {
       const Tensor &x = node.saved(0), &w = node.saved(1), &rstd = node.saved(2);
       const int64_t d = x.size(-1), rows = x.numel() / d;
+      zero_if_fresh(node, g, 1);  // dw: a column sum, added
       if (on_cuda(x)) {
 #if ECHO_HAVE_CUDA
+        zero_if_fresh(node, g, 0);
         Tensor work;
         if (g[1].defined())
           work = Tensor::empty({gpu::rmsnorm_workspace_floats(rows, d)}, DType::F32, Device::CUDA);
@@ -94,11 +96,13 @@ Tensor rmsnorm(const Tensor& x, const Tensor& w, double eps) {
       } else {
         dispatch_floating(x.dtype(), kOp, [&](auto t) {
           using T = decltype(t);
-          backward_cpu<T>(x.data<T>(), w.data<T>(), rstd.data<T>(), gy[0].data<T>(), ptr<T>(g[0]),
-                          ptr<T>(g[1]), rows, d);
+          with_fresh(node.grad_is_fresh(0), [&](auto f) {
+            backward_cpu<decltype(f)::value, T>(x.data<T>(), w.data<T>(), rstd.data<T>(), gy[0].data<T>(),
+                                                ptr<T>(g[0]), ptr<T>(g[1]), rows, d);
+          });
         });
       }
-    });
+    }).writes_fresh_grads = true;
   }
   return y;
 }

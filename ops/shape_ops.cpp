@@ -174,10 +174,11 @@ Tensor concat(const std::vector<Tensor>& xs, int dim) {
   for (size_t k = 0; k < xs.size(); ++k)
     copy_block_any(op, xs[k], sizes[k], 0, y, N, offsets[k], A, sizes[k], C, false);
   if (any_requires_grad(xs)) {
-    record(op, xs, {y}, {}, [=](Node&, const std::vector<Tensor>& gy, std::vector<Tensor>& gx) {
+    record(op, xs, {y}, {}, [=](Node& node, const std::vector<Tensor>& gy, std::vector<Tensor>& gx) {
       for (size_t k = 0; k < gx.size(); ++k)
-        if (gx[k].defined()) copy_block_any("concat", gy[0], N, offsets[k], gx[k], sizes[k], 0, A, sizes[k], C, true);
-    });
+        if (gx[k].defined())
+          copy_block_any("concat", gy[0], N, offsets[k], gx[k], sizes[k], 0, A, sizes[k], C, !node.grad_is_fresh(k));
+    }).writes_fresh_grads = true;
   }
   return y;
 }

@@ -83,11 +83,13 @@ Tensor unary(int kind, const Tensor& x) {
   if (any_requires_grad({&x})) {
     record(op, {x}, {y}, {x, y.detach()}, [kind](Node& node, const std::vector<Tensor>& gy, std::vector<Tensor>& gx) {
       if (!gx[0].defined()) return;
+      const bool fresh = node.grad_is_fresh(0);
       const Tensor& x = node.saved(0);
       const Tensor& y = node.saved(1);
       const int64_t n = x.numel();
       if (on_cuda(x)) {
 #if ECHO_HAVE_CUDA
+        zero_if_fresh(node, gx, 0);
         gpu::unary_backward(kind, x.data<float>(), y.data<float>(), gy[0].data<float>(), gx[0].data<float>(), n);
 #endif
       } else {
@@ -96,13 +98,16 @@ Tensor unary(int kind, const Tensor& x) {
           const T *xp = x.data<T>(), *yp = y.data<T>(), *dy = gy[0].data<T>();
           T* dx = gx[0].data<T>();
           with_kind(kind, [&](auto k) {
-            for_each_block(n, [&](int64_t i0, int64_t i1) {
-              for (int64_t i = i0; i < i1; ++i) dx[i] += dy[i] * unary_derivative<decltype(k)::value>(xp[i], yp[i]);
+            with_fresh(fresh, [&](auto f) {
+              for_each_block(n, [&](int64_t i0, int64_t i1) {
+                for (int64_t i = i0; i < i1; ++i)
+                  grad_put<decltype(f)::value>(dx[i], dy[i] * unary_derivative<decltype(k)::value>(xp[i], yp[i]));
+              });
             });
           });
         });
       }
-    });
+    }).writes_fresh_grads = true;
   }
   return y;
 }
