@@ -110,6 +110,24 @@ TEST(Binary, GradcheckSameTensorTwice) {
   }
 }
 
+// Fresh gradient buffers (autograd/tape.h): the first contribution to x's
+// buffer is written into an unzeroed (here NaN-poisoned) buffer, the second is
+// added; a buffer given to one op twice (mul(x, x)) starts from zeros.
+TEST(Binary, FirstGradientContributionWritesLaterOnesAdd) {
+  PoisonGuard poison;
+  Rng rng(6);
+  Tensor x = randn({3, 5}, rng, DType::F64).set_requires_grad(true);
+  Tensor y = add(scale(x, 2.0), mul(x, x));  // dy/dx = 2 + 2x
+  run_backward({y}, {Tensor::full(y.shape(), 1.0, DType::F64)});
+  const std::vector<double> xs = x.to_vector(), g = x.grad().to_vector();
+  for (size_t i = 0; i < xs.size(); ++i) EXPECT_DOUBLE_EQ(g[i], 2.0 + 2.0 * xs[i]) << i;
+  // A buffer that exists already (a second backward) is added to, never overwritten.
+  Tensor y2 = scale(x, 3.0);
+  run_backward({y2}, {Tensor::full(y2.shape(), 1.0, DType::F64)});
+  const std::vector<double> g2 = x.grad().to_vector();
+  for (size_t i = 0; i < xs.size(); ++i) EXPECT_DOUBLE_EQ(g2[i], 5.0 + 2.0 * xs[i]) << i;
+}
+
 TEST(Binary, ScaleAndAddScalar) {
   PoisonGuard poison;
   Rng rng(6);
