@@ -20,4 +20,14 @@ template <typename F> void parallel_for(int64_t n, F&& f) {
   for (int64_t i = 0; i < n; ++i) f(i);
 }
 
+// parallel_for over blocks [k0, k1) of kParallelBlock consecutive indices: for
+// element-wise loops, whose body, a plain loop over one block, vectorises.
+constexpr int64_t kParallelBlock = 16384;
+template <typename F> void parallel_blocks(int64_t n, F&& f) {
+  parallel_for((n + kParallelBlock - 1) / kParallelBlock, [&](int64_t b) {
+    const int64_t k0 = b * kParallelBlock;
+    f(k0, n - k0 < kParallelBlock ? n : k0 + kParallelBlock);
+  });
+}
+
 }  // namespace echo

@@ -1,5 +1,7 @@
 #include "autograd/tensor.h"
 
+#include "autograd/parallel.h"
+
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -7,6 +9,7 @@
 
 #include "autograd/device.h"
 #include "autograd/device_kernels.h"
+#include "autograd/parallel.h"
 #include "autograd/tape.h"
 
 namespace echo {
@@ -341,10 +344,16 @@ void Tensor::add_(const Tensor& other, double alpha) {
   if (device() == Device::CPU) {
     if (dtype() == DType::F32) {
       float* d = data<float>(); const float* s = src.data<float>(); float a = (float)alpha;
-      for (int64_t i = 0; i < n; ++i) d[i] += a * s[i];
+      parallel_blocks(n, [&](int64_t i0, int64_t i1) {
+#pragma omp simd
+        for (int64_t i = i0; i < i1; ++i) d[i] += a * s[i];
+      });
     } else if (dtype() == DType::F64) {
       double* d = data<double>(); const double* s = src.data<double>();
-      for (int64_t i = 0; i < n; ++i) d[i] += alpha * s[i];
+      parallel_blocks(n, [&](int64_t i0, int64_t i1) {
+#pragma omp simd
+        for (int64_t i = i0; i < i1; ++i) d[i] += alpha * s[i];
+      });
     } else {
       throw std::runtime_error("add_: unsupported dtype " + describe());
     }

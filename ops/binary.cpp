@@ -64,11 +64,7 @@ template <typename F> void with_kind(int kind, F&& f) {
 template <typename Body> void for_each_block(int64_t n, int64_t m, Body body) {
   const int64_t rows = m ? n / m : 0;
   if (rows == 1) {
-    constexpr int64_t kBlock = 16384;
-    parallel_for((n + kBlock - 1) / kBlock, [&](int64_t blk) {
-      const int64_t i0 = blk * kBlock;
-      body(i0, std::min(kBlock, n - i0), i0);
-    });
+    parallel_blocks(n, [&](int64_t i0, int64_t i1) { body(i0, i1 - i0, i0); });
   } else {
     parallel_for(rows, [&](int64_t r) { body(r * m, m, int64_t(0)); });
   }

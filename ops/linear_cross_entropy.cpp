@@ -71,7 +71,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   const bool need_dx = need_grad && x.requires_grad(), need_dw = need_grad && weight.requires_grad();
   Tensor loss = Tensor::empty({1}, x.dtype());
   Tensor dx = need_dx ? Tensor::empty(x.shape(), x.dtype()) : Tensor();
-  Tensor dw = need_dw ? Tensor::zeros(weight.shape(), weight.dtype()) : Tensor();
+  Tensor dw = need_dw ? Tensor::empty(weight.shape(), weight.dtype()) : Tensor();  // the first chunk writes it
   dispatch_floating(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     const T* xp = x.data<T>();
@@ -100,7 +100,8 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
         zr[t] -= inv;
       });
       if (need_dx) cpu_gemm(false, false, c, d, V, T(1), z.data(), V, wp, d, T(0), dx.data<T>() + r0 * d, d);
-      if (need_dw) cpu_gemm(true, false, V, d, c, T(1), z.data(), V, xp + r0 * d, d, T(1), dw.data<T>(), d);
+      if (need_dw)
+        cpu_gemm(true, false, V, d, c, T(1), z.data(), V, xp + r0 * d, d, r0 == 0 ? T(0) : T(1), dw.data<T>(), d);
     }
     T total = 0;
     for (int64_t r = 0; r < rows; ++r) total += row_loss[r];
@@ -111,9 +112,23 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
     record(op, {x, weight, targets}, {loss}, {dx, dw}, [](Node& node, const std::vector<Tensor>& gy,
                                                           std::vector<Tensor>& gx) {
       const double g = gy[0].item();
-      if (gx[0].defined() && node.saved_tensors[0].defined()) gx[0].add_(node.saved(0), g);
-      if (gx[1].defined() && node.saved_tensors[1].defined()) gx[1].add_(node.saved(1), g);
-    });
+      for (size_t i = 0; i < 2; ++i) {
+        if (!gx[i].defined() || !node.saved_tensors[i].defined()) continue;
+        const Tensor& grad = node.saved(i);
+        dispatch_floating(grad.dtype(), "linear_cross_entropy", [&](auto t) {
+          using T = decltype(t);
+          const T a = static_cast<T>(g);
+          const T* src = grad.data<T>();
+          T* dst = gx[i].data<T>();
+          with_fresh(node.grad_is_fresh(i), [&](auto f) {
+            parallel_blocks(grad.numel(), [&](int64_t k0, int64_t k1) {
+#pragma omp simd
+              for (int64_t k = k0; k < k1; ++k) grad_put<decltype(f)::value>(dst[k], a * src[k]);
+            });
+          });
+        });
+      }
+    }).writes_fresh_grads = true;
   }
   return loss;
 }

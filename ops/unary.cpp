@@ -48,15 +48,6 @@ template <typename F> void with_kind(int kind, F&& f) {
     default: f(std::integral_constant<int, kTanh>()); break;
   }
 }
-// parallel_for over blocks of kBlock elements: the loop inside a block vectorises.
-constexpr int64_t kBlock = 16384;
-template <typename Body> void for_each_block(int64_t n, Body body) {
-  parallel_for((n + kBlock - 1) / kBlock, [&](int64_t blk) {
-    const int64_t i0 = blk * kBlock;
-    body(i0, std::min(n, i0 + kBlock));
-  });
-}
-
 Tensor unary(int kind, const Tensor& x) {
   const char* op = kNames[kind];
   check_floating_same(op, {&x});
@@ -74,7 +65,7 @@ Tensor unary(int kind, const Tensor& x) {
       const T* xp = x.data<T>();
       T* yp = y.data<T>();
       with_kind(kind, [&](auto k) {
-        for_each_block(n, [&](int64_t i0, int64_t i1) {
+        parallel_blocks(n, [&](int64_t i0, int64_t i1) {
           for (int64_t i = i0; i < i1; ++i) yp[i] = unary_value<decltype(k)::value>(xp[i]);
         });
       });
@@ -99,7 +90,7 @@ Tensor unary(int kind, const Tensor& x) {
           T* dx = gx[0].data<T>();
           with_kind(kind, [&](auto k) {
             with_fresh(fresh, [&](auto f) {
-              for_each_block(n, [&](int64_t i0, int64_t i1) {
+              parallel_blocks(n, [&](int64_t i0, int64_t i1) {
                 for (int64_t i = i0; i < i1; ++i)
                   grad_put<decltype(f)::value>(dx[i], dy[i] * unary_derivative<decltype(k)::value>(xp[i], yp[i]));
               });
