@@ -26,6 +26,7 @@ namespace {
 
 template <typename T> T row_logsumexp(const T* x, int64_t V) {
   T m = x[0];
+#pragma omp simd reduction(max : m)  // exact in any order
   for (int64_t j = 1; j < V; ++j) m = std::max(m, x[j]);
   T s = 0;
   for (int64_t j = 0; j < V; ++j) s += std::exp(x[j] - m);

@@ -86,6 +86,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
         T* zr = z.data() + i * V;
         const int64_t t = tv[r0 + i];
         T m = zr[0];
+#pragma omp simd reduction(max : m)  // exact in any order
         for (int64_t j = 1; j < V; ++j) m = std::max(m, zr[j]);
         T s = 0;
         for (int64_t j = 0; j < V; ++j) s += std::exp(zr[j] - m);

@@ -79,14 +79,16 @@ TEST(Trainer, EarlyStopEndsAtTheThirdGoodEvaluationAndSurvivesAResume) {
   TempDir full, stopped, resumed;
   TrainOptions o = tiny_training(full.path(), 150);
   o.eval_every = 5;
+  o.eval_examples = 64;  // fine-grained accuracies: the tiny model is near chance, and 16 answers are often all wrong
   train(o);
   auto evals = eval_accuracies(full.file("metrics.jsonl"));
   ASSERT_GE(evals.size(), 20u);
-  // A threshold that the run reaches, though not at every evaluation: the median.
-  std::vector<double> sorted;
-  for (auto& [step, acc] : evals) sorted.push_back(acc);
-  std::sort(sorted.begin(), sorted.end());
-  const double threshold = std::max(sorted[sorted.size() / 2], 1e-9);
+  // A threshold that three periodic evaluations in a row reach: the best over
+  // the windows of three of the worst in the window.
+  double best_window = 0;
+  for (size_t i = 0; i + 2 < evals.size() && evals[i + 2].first < o.steps; ++i)
+    best_window = std::max(best_window, std::min({evals[i].second, evals[i + 1].second, evals[i + 2].second}));
+  const double threshold = std::max(best_window, 1e-9);
   int64_t expected_stop = 0, run = 0;
   for (auto& [step, acc] : evals) {
     if (step == o.steps) break;  // the final evaluation is not a periodic one
