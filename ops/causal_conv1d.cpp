@@ -23,55 +23,79 @@ namespace {
 constexpr const char* kOp = "causal_conv1d";
 constexpr const char* kStepOp = "causal_conv1d_step";
 
+// The CPU loops run over channels innermost (contiguous in x, y and the
+// transposed taps wt[k][c]), so they vectorise; each output still sums its terms
+// in the order of the formulas above (bias, then k = 0..W−1), as a loop over k
+// per element would.
+template <typename T> std::vector<T> taps_by_k(const T* w, int64_t C, int64_t W) {
+  std::vector<T> wt(static_cast<size_t>(W * C));
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t k = 0; k < W; ++k) wt[k * C + c] = w[c * W + k];
+  return wt;
+}
+
 template <typename T>
 void forward_cpu(const T* x, const T* w, const T* bias, T* y, int64_t batch, int64_t T_len, int64_t C, int64_t W) {
+  const std::vector<T> wt = taps_by_k(w, C, W);
   parallel_for(batch * T_len, [&](int64_t row) {
     const int64_t b = row / T_len, t = row % T_len;
-    for (int64_t c = 0; c < C; ++c) {
-      T acc = bias ? bias[c] : T(0);
-      for (int64_t k = 0; k < W; ++k) {
-        const int64_t s = t - (W - 1) + k;
-        if (s >= 0) acc += w[c * W + k] * x[(b * T_len + s) * C + c];
-      }
-      y[row * C + c] = acc;
+    T* yr = y + row * C;
+    for (int64_t c = 0; c < C; ++c) yr[c] = bias ? bias[c] : T(0);
+    for (int64_t k = 0; k < W; ++k) {
+      const int64_t s = t - (W - 1) + k;
+      if (s < 0) continue;
+      const T* xs = x + (b * T_len + s) * C;
+      const T* wk = wt.data() + k * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) yr[c] += wk[c] * xs[c];
     }
   });
 }
 
-template <typename T>
+template <bool FreshDx, typename T>
 void backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* dbias, int64_t batch, int64_t T_len,
                   int64_t C, int64_t W) {
   const int64_t rows = batch * T_len;
+  const std::vector<T> wt = taps_by_k(w, C, W);
   if (dx) {
     parallel_for(rows, [&](int64_t row) {
       const int64_t b = row / T_len, s = row % T_len;
-      for (int64_t c = 0; c < C; ++c) {
-        T acc = 0;
-        for (int64_t k = 0; k < W; ++k) {
-          const int64_t t = s + (W - 1) - k;
-          if (t < T_len) acc += w[c * W + k] * dy[(b * T_len + t) * C + c];
-        }
-        dx[row * C + c] += acc;
+      thread_local std::vector<T> acc;
+      acc.assign(static_cast<size_t>(C), T(0));
+      for (int64_t k = 0; k < W; ++k) {
+        const int64_t t = s + (W - 1) - k;
+        if (t >= T_len) continue;
+        const T* dyt = dy + (b * T_len + t) * C;
+        const T* wk = wt.data() + k * C;
+        T* a = acc.data();
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) a[c] += wk[c] * dyt[c];
       }
+      T* dxr = dx + row * C;
+      for (int64_t c = 0; c < C; ++c) grad_put<FreshDx>(dxr[c], acc[c]);
     });
   }
   if (dw || dbias) {
-    // partial[chunk][c][k] for k < W is the dw term, slot k = W the dbias term.
+    // partial[chunk][k][c] for k < W is the dw term, slot k = W the dbias term.
     const int64_t slots = W + 1;
     const std::vector<T> partial = chunk_partials<T>(rows, C * slots, [&](int64_t row, T* p) {
       const int64_t b = row / T_len, t = row % T_len;
-      for (int64_t c = 0; c < C; ++c) {
-        const T g = dy[row * C + c];
-        for (int64_t k = 0; k < W; ++k) {
-          const int64_t s = t - (W - 1) + k;
-          if (s >= 0) p[c * slots + k] += g * x[(b * T_len + s) * C + c];
-        }
-        p[c * slots + W] += g;
+      const T* g = dy + row * C;
+      for (int64_t k = 0; k < W; ++k) {
+        const int64_t s = t - (W - 1) + k;
+        if (s < 0) continue;
+        const T* xs = x + (b * T_len + s) * C;
+        T* pk = p + k * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) pk[c] += g[c] * xs[c];
       }
+      T* pb = p + W * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) pb[c] += g[c];
     });
     parallel_for(C * slots, [&](int64_t i) {
       const T sum = sum_chunks(partial, C * slots, i);
-      const int64_t c = i / slots, k = i % slots;
+      const int64_t k = i / C, c = i % C;
       if (k < W && dw) dw[c * W + k] += sum;
       if (k == W && dbias) dbias[c] += sum;
     });
@@ -125,8 +149,11 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& w, const Tensor& bias) {
     record(kOp, {x, w, bias}, {y}, {x, w}, [](Node& node, const std::vector<Tensor>& gy, std::vector<Tensor>& g) {
       const Tensor &x = node.saved(0), &w = node.saved(1);
       const int64_t batch = x.size(0), T_len = x.size(1), C = x.size(2), W = w.size(1);
+      zero_if_fresh(node, g, 1);  // dw, dbias: column sums, added
+      zero_if_fresh(node, g, 2);
       if (on_cuda(x)) {
 #if ECHO_HAVE_CUDA
+        zero_if_fresh(node, g, 0);
         Tensor work;
         if (g[1].defined() || g[2].defined())
           work = Tensor::empty({gpu::causal_conv1d_workspace_floats(batch, T_len, C, W)}, DType::F32, Device::CUDA);
@@ -136,11 +163,13 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& w, const Tensor& bias) {
       } else {
         dispatch_floating(x.dtype(), kOp, [&](auto t) {
           using T = decltype(t);
-          backward_cpu<T>(x.data<T>(), w.data<T>(), gy[0].data<T>(), ptr<T>(g[0]), ptr<T>(g[1]), ptr<T>(g[2]),
-                          batch, T_len, C, W);
+          with_fresh(node.grad_is_fresh(0), [&](auto f) {
+            backward_cpu<decltype(f)::value, T>(x.data<T>(), w.data<T>(), gy[0].data<T>(), ptr<T>(g[0]),
+                                                ptr<T>(g[1]), ptr<T>(g[2]), batch, T_len, C, W);
+          });
         });
       }
-    });
+    }).writes_fresh_grads = true;
   }
   return y;
 }

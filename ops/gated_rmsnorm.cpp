@@ -8,9 +8,11 @@
 #include "ops/gated_rmsnorm.h"
 
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "ops/common.h"
+#include "ops/vector_math.h"
 #include "ops/reductions.h"
 #include "ops/runner.h"
 #if ECHO_HAVE_CUDA
@@ -23,6 +25,11 @@ namespace {
 constexpr const char* kOp = "gated_rmsnorm";
 
 template <typename T> T sigmoid_of(T z) { return T(1) / (T(1) + std::exp(-z)); }
+// s[j] = σ(z[j]) over a row: in f32 the vectorised exponential (ops/vector_math.h).
+template <typename T> void sigmoid_row(const T* z, T* s, int64_t d) {
+  if constexpr (std::is_same_v<T, float>) vmath::sigmoid(z, s, d);
+  else for (int64_t j = 0; j < d; ++j) s[j] = sigmoid_of(z[j]);
+}
 
 // Each element's sigmoid is computed once per pass and kept in a row (forward)
 // or in a [rows, d] scratch (backward, for dw): exp dominates these loops. The
@@ -32,9 +39,10 @@ void forward_cpu(const T* x, const T* z, const T* w, T* y, T* rstd, int64_t rows
   parallel_for(rows, [&](int64_t r) {
     const T *xr = x + r * d, *zr = z + r * d;
     T* yr = y + r * d;  // holds u until the row's scale is known
+    sigmoid_row(zr, yr, d);
     T sum_sq = 0;
     for (int64_t j = 0; j < d; ++j) {
-      const T u = xr[j] * zr[j] * sigmoid_of(zr[j]);
+      const T u = xr[j] * zr[j] * yr[j];
       yr[j] = u;
       sum_sq += u * u;
     }
@@ -55,9 +63,9 @@ void backward_cpu(const T* x, const T* z, const T* w, const T* rstd, const T* dy
     sig.resize(static_cast<size_t>(d));
     T* u = dw ? u_all.data() + r * d : nullptr;
     const T inv = rstd[r];
+    sigmoid_row(zr, sig.data(), d);
     T dot = 0;  // Σ_k dy_k w_k u_k
     for (int64_t j = 0; j < d; ++j) {
-      sig[j] = sigmoid_of(zr[j]);
       const T uj = xr[j] * zr[j] * sig[j];
       if (u) u[j] = uj;
       dot += dyr[j] * w[j] * uj;

@@ -17,12 +17,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "ops/common.h"
 #include "ops/cross_entropy.h"
 #include "ops/matmul.h"
 #include "ops/runner.h"
+#include "ops/vector_math.h"
 #include "autograd/random.h"
 
 namespace echo {
@@ -88,8 +90,10 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
         T m = zr[0];
 #pragma omp simd reduction(max : m)  // exact in any order
         for (int64_t j = 1; j < V; ++j) m = std::max(m, zr[j]);
+        // In f32 the exponentials are vectorised (ops/vector_math.h), the sum in SIMD lanes.
         T s = 0;
-        for (int64_t j = 0; j < V; ++j) s += std::exp(zr[j] - m);
+        if constexpr (std::is_same_v<T, float>) s = vmath::sum_exp_shifted(zr, V, m);
+        else for (int64_t j = 0; j < V; ++j) s += std::exp(zr[j] - m);
         const T lse = m + std::log(s);
         row_loss[r0 + i] = t == ignore_index ? T(0) : lse - zr[t];
         if (!need_grad) return;
@@ -97,7 +101,8 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
           std::fill(zr, zr + V, T(0));
           return;
         }
-        for (int64_t j = 0; j < V; ++j) zr[j] = inv * std::exp(zr[j] - lse);  // G_c in place
+        if constexpr (std::is_same_v<T, float>) vmath::exp_shifted_scaled(zr, V, lse, inv);  // G_c in place
+        else for (int64_t j = 0; j < V; ++j) zr[j] = inv * std::exp(zr[j] - lse);
         zr[t] -= inv;
       });
       if (need_dx) cpu_gemm(false, false, c, d, V, T(1), z.data(), V, wp, d, T(0), dx.data<T>() + r0 * d, d);

@@ -28,13 +28,17 @@ namespace {
 // Blocks of consecutive elements per task, each an explicit SIMD loop: the
 // divisions and square roots dominate, and their vector forms round exactly
 // as the scalar ones, so the result is the same to the bit.
-template <typename T>
-void adamw_cpu(T* p, const T* g, T* m, T* v, int64_t n, T lr, T b1, T b2, T eps, T bias1, T bias2, T decay) {
+// With Scaled, the gradient is taken as g + a·g (a = scale − 1), the arithmetic
+// of scale_grads, without writing it back.
+template <bool Scaled, typename T>
+void adamw_cpu(T* p, const T* g, T* m, T* v, int64_t n, T lr, T b1, T b2, T eps, T bias1, T bias2, T decay, T a) {
   parallel_blocks(n, [&](int64_t i0, int64_t i1) {
 #pragma omp simd
     for (int64_t i = i0; i < i1; ++i) {
-      T mi = b1 * m[i] + (T(1) - b1) * g[i];
-      T vi = b2 * v[i] + (T(1) - b2) * g[i] * g[i];
+      T gi = g[i];
+      if constexpr (Scaled) gi += a * gi;
+      T mi = b1 * m[i] + (T(1) - b1) * gi;
+      T vi = b2 * v[i] + (T(1) - b2) * gi * gi;
       m[i] = mi;
       v[i] = vi;
       p[i] = p[i] * decay - lr * (mi / bias1) / (std::sqrt(vi / bias2) + eps);
@@ -43,8 +47,9 @@ void adamw_cpu(T* p, const T* g, T* m, T* v, int64_t n, T lr, T b1, T b2, T eps,
 }
 }  // namespace
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, double grad_scale) {
   NoGrad no_grad;
+  const bool scaled = grad_scale != 1.0;
   ++steps_;
   const double bias1 = 1 - std::pow(cfg_.beta1, double(steps_));
   const double bias2 = 1 - std::pow(cfg_.beta2, double(steps_));
@@ -56,6 +61,7 @@ void AdamW::step(double lr) {
     const int64_t n = p.numel();
     if (p.device() == Device::CUDA) {
 #if ECHO_HAVE_CUDA
+      if (scaled) scale_grads({params_[i]}, grad_scale);
       gpu::adamw_step(p.data<float>(), g.data<float>(), m_[i].data<float>(), v_[i].data<float>(), n,
                       (float)lr, (float)cfg_.beta1, (float)cfg_.beta2, (float)cfg_.eps, (float)bias1,
                       (float)bias2, (float)decay);
@@ -63,8 +69,13 @@ void AdamW::step(double lr) {
     } else {
       dispatch_floating(p.dtype(), "AdamW", [&](auto t) {
         using T = decltype(t);
-        adamw_cpu<T>(p.data<T>(), g.data<T>(), m_[i].data<T>(), v_[i].data<T>(), n, T(lr), T(cfg_.beta1),
-                     T(cfg_.beta2), T(cfg_.eps), T(bias1), T(bias2), T(decay));
+        const T a = static_cast<T>(grad_scale - 1.0);
+        if (scaled)
+          adamw_cpu<true, T>(p.data<T>(), g.data<T>(), m_[i].data<T>(), v_[i].data<T>(), n, T(lr), T(cfg_.beta1),
+                             T(cfg_.beta2), T(cfg_.eps), T(bias1), T(bias2), T(decay), a);
+        else
+          adamw_cpu<false, T>(p.data<T>(), g.data<T>(), m_[i].data<T>(), v_[i].data<T>(), n, T(lr), T(cfg_.beta1),
+                              T(cfg_.beta2), T(cfg_.eps), T(bias1), T(bias2), T(decay), a);
       });
     }
     p.bump_version();

@@ -31,7 +31,10 @@ class AdamW {
   AdamW(std::vector<ParamRef> params, AdamWConfig config);
   // Updates every parameter that has a gradient (others are left as they are,
   // their moments untouched). Bumps the parameters' version counters.
-  void step(double lr);
+  // grad_scale ≠ 1 (clipping) uses grad_scale·g, rounded exactly as
+  // scale_grads(params, grad_scale) would; on the CPU inside the update, in the
+  // same pass, leaving the gradient buffers unscaled.
+  void step(double lr, double grad_scale = 1.0);
   void zero_grad();
   int64_t steps() const { return steps_; }
   void set_steps(int64_t s) { steps_ = s; }

@@ -328,8 +328,7 @@ TrainSummary train(const TrainOptions& opt_in) {
     }
     if (!skip) {
       state.bad_steps = 0;
-      if (o.clip > 0 && gnorm > o.clip) scale_grads(refs, o.clip / gnorm);
-      optimizer.step(lr);
+      optimizer.step(lr, o.clip > 0 && gnorm > o.clip ? o.clip / gnorm : 1.0);  // clipping inside the update
       state.loss_ema = state.loss_ema == 0 ? loss_sum : 0.95 * state.loss_ema + 0.05 * loss_sum;
       last_loss = loss_sum;
     }

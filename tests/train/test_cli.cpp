@@ -138,7 +138,7 @@ TEST(Cli, BenchStepTimesWholeTrainingSteps) {
     shares += row.at("share").get<double>();
   }
   EXPECT_NEAR(shares, 1.0, 1e-9);
-  for (const char* op : {"linear", "ssd_scan", "koopman_fit", "linear_cross_entropy", "(AdamW)"}) {
+  for (const char* op : {"linear", "ssd_scan", "koopman_fit", "linear_cross_entropy", "(AdamW, with the clipping)"}) {
     ASSERT_TRUE(rows.count(op)) << op << " missing from the profile";
     EXPECT_GT(rows[op].at("forward_ms").get<double>() + rows[op].at("backward_ms").get<double>(), 0.0) << op;
   }

@@ -58,6 +58,34 @@ TEST(GradClip, GlobalNormAndScaling) {
   EXPECT_FALSE(grads_finite(ps));
 }
 
+// step(lr, s) is scale_grads(s) then step(lr), to the bit, in f32 and f64 and
+// on every device; the CPU does it in one pass and leaves the gradient unscaled.
+TEST(AdamW, ScaledStepEqualsScaleGradsThenStep) {
+  std::vector<Device> devices{Device::CPU};
+  if (cuda_available()) devices.push_back(Device::CUDA);
+  for (Device device : devices) {
+    for (DType dtype : {DType::F32, DType::F64}) {
+      if (device == Device::CUDA && dtype == DType::F64) continue;
+      Rng rng(7);
+      Tensor init = rnd({37, 41}, rng, dtype);
+      Tensor fused = init.to(device).set_requires_grad(true), split = init.to(device).set_requires_grad(true);
+      AdamW a({{"p", fused, true}}, {}), b({{"p", split, true}}, {});
+      for (int s = 0; s < 3; ++s) {
+        Tensor g = rnd({37, 41}, rng, dtype).to(device);
+        fused.set_grad(g.clone());
+        split.set_grad(g.clone());
+        const double scale = 0.37 + 0.1 * s;
+        a.step(1e-2, scale);
+        std::vector<ParamRef> refs{{"p", split, true}};
+        scale_grads(refs, scale);
+        b.step(1e-2);
+        EXPECT_EQ(fused.to_vector(), split.to_vector()) << device_name(device) << " step " << s;
+        EXPECT_EQ(a.exp_avg_sq()[0].to_vector(), b.exp_avg_sq()[0].to_vector());
+      }
+    }
+  }
+}
+
 TEST(Schedule, WarmupThenCosine) {
   EXPECT_DOUBLE_EQ(lr_schedule(5, 10, 110, 1.0, 0.1), 0.5);
   EXPECT_DOUBLE_EQ(lr_schedule(10, 10, 110, 1.0, 0.1), 1.0);
