@@ -33,9 +33,10 @@ void AttentionMixer::visit_params(const ParamVisitor& f) {
 Tensor AttentionMixer::forward(const Tensor& x, const Tensor& /*mask*/) {
   const int64_t b = x.size(0), T = x.size(1), w = H_ * dh_;
   Tensor y = linear(x, qkv);  // [b,T, q | k | v]
-  Tensor q = slice(y, 2, 0, w).reshape({b, T, H_, dh_});
-  Tensor k = slice(y, 2, w, 2 * w).reshape({b, T, H_, dh_});
-  Tensor v = slice(y, 2, 2 * w, 3 * w).reshape({b, T, H_, dh_});
+  const std::vector<Tensor> parts = split(y, 2, {w, w, w});
+  Tensor q = parts[0].reshape({b, T, H_, dh_});
+  Tensor k = parts[1].reshape({b, T, H_, dh_});
+  Tensor v = parts[2].reshape({b, T, H_, dh_});
   Tensor o = causal_attention(q, k, v, rope_base_);
   return linear(o.reshape({b, T, w}), out_proj);
 }

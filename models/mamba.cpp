@@ -64,13 +64,13 @@ void MambaMixer::visit_params(const ParamVisitor& f) {
 Tensor MambaMixer::forward(const Tensor& x, const Tensor& /*mask*/) {
   const int64_t b = x.size(0), T = x.size(1);
   Tensor zxbcdt = linear(x, in_proj);  // [b,T, d_inner | conv_dim | H]
-  Tensor z = slice(zxbcdt, 2, 0, d_inner_);
-  Tensor xBC = slice(zxbcdt, 2, d_inner_, d_inner_ + conv_dim_);
-  Tensor dt_raw = slice(zxbcdt, 2, d_inner_ + conv_dim_, d_inner_ + conv_dim_ + H_);
-  xBC = silu(causal_conv1d(xBC, conv_w, conv_b));
-  Tensor xs = slice(xBC, 2, 0, d_inner_).reshape({b, T, H_, P_});
-  Tensor B = slice(xBC, 2, d_inner_, d_inner_ + G_ * N_).reshape({b, T, G_, N_});
-  Tensor C = slice(xBC, 2, d_inner_ + G_ * N_, conv_dim_).reshape({b, T, G_, N_});
+  const std::vector<Tensor> parts = split(zxbcdt, 2, {d_inner_, conv_dim_, H_});
+  const Tensor &z = parts[0], &dt_raw = parts[2];
+  const Tensor xBC = silu(causal_conv1d(parts[1], conv_w, conv_b));
+  const std::vector<Tensor> xbc = split(xBC, 2, {d_inner_, G_ * N_, G_ * N_});
+  Tensor xs = xbc[0].reshape({b, T, H_, P_});
+  Tensor B = xbc[1].reshape({b, T, G_, N_});
+  Tensor C = xbc[2].reshape({b, T, G_, N_});
   Tensor dt = softplus(add(dt_raw, dt_bias));
   Tensor A = scale(exp(A_log), -1.0);
   Tensor y = ssd_scan(xs, dt, A, B, C, D, Tensor(), chunk_).y;

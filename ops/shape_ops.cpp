@@ -147,6 +147,42 @@ Tensor slice(const Tensor& x, int dim, int64_t start, int64_t end) {
   return y;
 }
 
+std::vector<Tensor> split(const Tensor& x, int dim, const std::vector<int64_t>& sizes) {
+  const char* op = "split";
+  op_check(x.defined(), op, "input must be a defined tensor");
+  check_floating_same(op, {&x});
+  const int d = normalize_dim(op, dim, x);
+  const Shape& s = x.shape();
+  const int64_t n = s[d];
+  std::vector<int64_t> offsets;
+  int64_t total = 0;
+  for (int64_t size : sizes) {
+    op_check(size >= 0, op, "part sizes must be >= 0, got " + std::to_string(size));
+    offsets.push_back(total);
+    total += size;
+  }
+  if (sizes.empty() || total != n)
+    op_error(op, "part sizes add up to " + std::to_string(total) + ", but dim " + std::to_string(dim) + " of " +
+                     x.describe() + " has " + std::to_string(n));
+  const int64_t A = prod(s, 0, d), C = prod(s, d + 1, x.ndim());
+  std::vector<Tensor> ys;
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    Shape part = s;
+    part[d] = sizes[k];
+    ys.push_back(Tensor::empty(part, x.dtype(), x.device()));
+    copy_block_any(op, x, n, offsets[k], ys.back(), sizes[k], 0, A, sizes[k], C, false);
+  }
+  if (any_requires_grad({&x})) {
+    // The parts tile x, so a fresh buffer is written whole by the copies.
+    record(op, {x}, ys, {}, [=](Node& node, const std::vector<Tensor>& gy, std::vector<Tensor>& gx) {
+      if (!gx[0].defined()) return;
+      for (size_t k = 0; k < sizes.size(); ++k)
+        copy_block_any("split", gy[k], sizes[k], 0, gx[0], n, offsets[k], A, sizes[k], C, !node.grad_is_fresh(0));
+    }).writes_fresh_grads = true;
+  }
+  return ys;
+}
+
 Tensor concat(const std::vector<Tensor>& xs, int dim) {
   const char* op = "concat";
   op_check(!xs.empty(), op, "needs at least one tensor");
@@ -183,8 +219,8 @@ Tensor concat(const std::vector<Tensor>& xs, int dim) {
   return y;
 }
 
-// Runner entries: transpose (dim0, dim1), slice (dim, start, end) and concat
-// (a, b along dim).
+// Runner entries: transpose (dim0, dim1), slice (dim, start, end), concat
+// (a, b along dim) and split (x into a, b, c along dim).
 std::vector<RunnerOp> runner_ops_shape() {
   auto transpose_op = make_runner_op(
       "transpose", {"x"}, {{"dim0", 1}, {"dim1", 2}},
@@ -223,7 +259,31 @@ std::vector<RunnerOp> runner_ops_shape() {
         b_shape[v == 2 ? 2 : 1] = v == 0 ? 2 : 31;
         return NamedTensors{{"a", randn(a_shape, rng, DType::F64)}, {"b", randn(b_shape, rng, DType::F64)}};
       });
-  return {transpose_op, slice_op, concat_op};
+  // split: x -> a, b, c (sizes size_a, size_b and the rest).
+  RunnerOp split_op;
+  split_op.name = "split";
+  split_op.inputs = {"x"};
+  split_op.outputs = {"a", "b", "c"};
+  split_op.attr_defaults = {{"dim", 1}, {"size_a", 1}, {"size_b", 1}};
+  split_op.forward = [](const NamedTensors& in, const OpAttrs& a) {
+    op_check(in.count("x") && in.at("x").defined(), "split", "missing input x");
+    const Tensor& x = in.at("x");
+    const int dim = static_cast<int>(a.at("dim"));
+    const int64_t sa = static_cast<int64_t>(a.at("size_a")), sb = static_cast<int64_t>(a.at("size_b"));
+    const int64_t n = x.size(dim);
+    std::vector<Tensor> parts = split(x, dim, {sa, sb, n - sa - sb});
+    return NamedTensors{{"a", parts[0]}, {"b", parts[1]}, {"c", parts[2]}};
+  };
+  split_op.cases = [](Rng& rng, OpAttrs& attrs, int v) {
+    if (v > 2) return NamedTensors{};
+    const Shape shapes[] = {{2, 6, 3}, {3, 300, 7}, {5, 9, 563}};
+    attrs["dim"] = v == 2 ? 2 : 1;
+    attrs["size_a"] = v == 0 ? 1 : (v == 1 ? 129 : 256);  // as the Mamba in_proj: z, xBC, dt
+    attrs["size_b"] = v == 0 ? 3 : (v == 1 ? 161 : 288);
+    return NamedTensors{{"x", randn(shapes[v], rng, DType::F64)}};
+  };
+  split_op.example = [cases = split_op.cases](Rng& rng, OpAttrs& attrs) { return cases(rng, attrs, 0); };
+  return {transpose_op, slice_op, concat_op, split_op};
 }
 
 }  // namespace echo
