@@ -1,7 +1,8 @@
 // The vectorised f32 exponential loops (ops/vector_math.h) against the same
 // formulas in double with std::exp. Tolerance: 4e-7 relative (a few f32 ulp:
 // exp_poly is within 1.3 ulp of exp, and each formula rounds two or three more
-// times), and the limits: σ and silu saturate exactly, e^(−∞-ish) is 0.
+// times), 1e-5 for a 1003-term sum, and the limits: σ and silu saturate
+// exactly, e^(−∞-ish) is 0.
 #include "ops/vector_math.h"
 
 #include <cmath>
@@ -66,7 +67,10 @@ TEST(VectorMath, SoftmaxRowExponentials) {
   double want = 0;
   for (float v : z) want += std::exp(double(v) - m);
   const float got = vmath::sum_exp_shifted(z.data(), static_cast<int64_t>(z.size()), m);
-  EXPECT_LT(rel_err(got, want), 1e-6);
+  // A sum of 1003 f32 terms (in SIMD lanes, their number depending on the
+  // clone): its rounding error grows with the count; measured 1.2e-6 on the
+  // baseline clone, 1e-5 leaves room and is still far below what a wrong term shows.
+  EXPECT_LT(rel_err(got, want), 1e-5);
   const float lse = m + std::log(got), scale = 0.125f;
   std::vector<float> p = z;
   vmath::exp_shifted_scaled(p.data(), static_cast<int64_t>(p.size()), lse, scale);
