@@ -2,7 +2,6 @@
 #include "ops/runner.h"
 #include "ops/unary.h"
 
-#include <algorithm>
 #include <cmath>
 #include <type_traits>
 
